@@ -1,0 +1,257 @@
+"""Load a VideoMAE checkpoint and turn batches of clips into label probabilities.
+
+Models come from an alias in ``models/registry.toml``, a hub id, or a local directory;
+safetensors only, never remote code. Device and precision are resolved once, here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tagger import sampling
+from tagger.records import ModelLoadError, TaggerError
+from tagger.transforms import Preprocessing, to_model_input
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+REGISTRY = MODELS_DIR / "registry.toml"
+DEFAULT_MODEL = "kinetics-400"
+#: Written next to a fine-tuned model: how its training clips were cut.
+CLIP_PLAN_FILE = "vidtag.json"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def aliases() -> dict[str, str]:
+    """Alias → checkpoint (hub id, or a directory relative to ``models/``)."""
+    if not REGISTRY.is_file():
+        return {}
+    with REGISTRY.open("rb") as f:
+        return dict(tomllib.load(f).get("aliases", {}))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from: ``source`` is what ``from_pretrained`` gets."""
+
+    name: str
+    source: str
+    local: bool
+
+
+def resolve_model(ref: str) -> ModelRef:
+    """Turn ``--model`` into a local directory or hub id; an alias wins over a hub id."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{ref} is a directory but has no config.json: not a model directory")
+        return ModelRef(ref, str(path), True)
+    known = aliases()
+    if ref in known:
+        target = known[ref]
+        local = MODELS_DIR / target
+        if local.is_dir():
+            return ModelRef(ref, str(local), True)
+        return ModelRef(ref, target, False)
+    if (MODELS_DIR / ref / "config.json").is_file():
+        return ModelRef(ref, str(MODELS_DIR / ref), True)
+    # Hub ids are "name" or "org/name"; anything else that names no directory is a typo.
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise ModelLoadError(f"model directory {ref} does not exist")
+    return ModelRef(ref, ref, False)
+
+
+def _offline_error(ref: ModelRef, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"cannot load model '{ref.name}' ({ref.source}) from the Hugging Face hub or its local cache"
+        f" ({type(exc).__name__}). Pass a local model directory with --model DIR, or fill the cache"
+        f" on a machine with network access (`hf download {ref.source}`) and copy"
+        " ~/.cache/huggingface over."
+    )
+
+
+def _optional_json(ref: ModelRef, filename: str) -> dict[str, Any]:
+    """A JSON file of the checkpoint, or {} when it has none."""
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(ref.source, filename, _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return {}
+    if not found:
+        return {}
+    with open(found, encoding="utf-8") as f:
+        data = json.load(f)
+    return data if isinstance(data, dict) else {}
+
+
+def load_config(ref: ModelRef) -> Any:
+    """The checkpoint's ``config.json`` (labels, clip length) without loading weights."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(ref.source)
+    except (OSError, ValueError) as exc:
+        if ref.local:
+            raise ModelLoadError(f"cannot read the config of {ref.source}: {exc}") from None
+        raise _offline_error(ref, exc) from None
+
+
+def labels_of(config: Any) -> list[str]:
+    """Class names in index order."""
+    id2label = getattr(config, "id2label", None) or {}
+    return [str(id2label[i]) for i in sorted(id2label, key=int)]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; a CUDA device that is not there is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TaggerError(f"--device {device}: CUDA is not available on this machine")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise TaggerError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix units (AMX or AVX512-BF16); elsewhere bf16 is emulated and slow."""
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()) or bool(
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+    )
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on CUDA and on CPUs with bf16 matrix units, else fp32."""
+    if precision != "auto":
+        return _DTYPES[precision]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def _fingerprint(ref: ModelRef, config: Any) -> str:
+    """Short hash that changes when the weights or labels change (keys the state store)."""
+    digest = hashlib.sha256()
+    if ref.local:
+        for name in sorted(os.listdir(ref.source)):
+            if name.endswith((".json", ".safetensors")):
+                digest.update(name.encode())
+                with open(os.path.join(ref.source, name), "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+    else:
+        digest.update(str(getattr(config, "_commit_hash", None) or ref.source).encode())
+        digest.update(json.dumps(labels_of(config)).encode())
+    return digest.hexdigest()[:12]
+
+
+class Classifier:
+    """A loaded model: ``predict`` maps uint8 clips to probabilities over ``labels``."""
+
+    def __init__(
+        self,
+        model: Any,
+        config: Any,
+        prep: Preprocessing,
+        stride: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        name: str,
+        fingerprint: str,
+    ) -> None:
+        self.model = model
+        self.labels = labels_of(config)
+        self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+        self.prep = prep
+        self.stride = stride
+        self.device = device
+        self.dtype = dtype
+        self.name = name
+        self.fingerprint = fingerprint
+
+    @property
+    def id(self) -> str:
+        """Model name and weights hash, as written in the ``model`` column."""
+        return f"{self.name}@{self.fingerprint}"
+
+    @torch.inference_mode()
+    def predict(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 ``(B, T, H, W, 3)`` → float32 ``(B, labels)``; softmax, or sigmoid if multi-label."""
+        frames = torch.as_tensor(clips)
+        if self.device.type == "cuda":
+            # uint8 crosses the bus (4x less than float); normalization happens on the GPU.
+            frames = frames.pin_memory().to(self.device, non_blocking=True)
+        pixel_values = to_model_input(frames, self.prep, self.dtype)
+        logits = self.model(pixel_values=pixel_values).logits.float()
+        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        return probs.cpu().numpy()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint says about its inputs and outputs, read without loading weights."""
+
+    ref: ModelRef
+    config: Any
+    prep: Preprocessing
+    stride: int
+
+    @property
+    def labels(self) -> list[str]:
+        return labels_of(self.config)
+
+
+def load_spec(model: str = DEFAULT_MODEL) -> ModelSpec:
+    """Config, preprocessing and clip plan of ``model`` (alias, hub id or directory)."""
+    ref = resolve_model(model)
+    config = load_config(ref)
+    processor = _optional_json(ref, "preprocessor_config.json") or _optional_json(
+        ref, "video_preprocessor_config.json"
+    )
+    prep = Preprocessing.from_config(processor, config.num_frames, config.image_size)
+    plan = _optional_json(ref, CLIP_PLAN_FILE)
+    stride = int(plan.get("frame_stride", sampling.DEFAULT_STRIDE))
+    return ModelSpec(ref, config, prep, stride)
+
+
+def load_classifier(model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto") -> Classifier:
+    """Load ``model`` (alias, hub id or directory) for inference on ``device``."""
+    from transformers import AutoModelForVideoClassification
+    from transformers.utils import logging as hf_logging
+
+    # A per-tensor loading bar on stderr would bury vidtag's own progress.
+    hf_logging.disable_progress_bar()
+    spec = load_spec(model)
+    ref = spec.ref
+    torch_device = resolve_device(device)
+    dtype = resolve_precision(precision, torch_device)
+    try:
+        net = AutoModelForVideoClassification.from_pretrained(
+            ref.source,
+            use_safetensors=True,
+            attn_implementation="sdpa",
+            dtype=dtype,
+        )
+    except (OSError, ValueError) as exc:
+        if ref.local:
+            raise ModelLoadError(f"cannot load the weights of {ref.source}: {exc}") from None
+        raise _offline_error(ref, exc) from None
+    net.eval().to(torch_device)
+    log.info("loaded %s on %s as %s", ref.name, torch_device, str(dtype).removeprefix("torch."))
+    fingerprint = _fingerprint(ref, spec.config)
+    return Classifier(net, spec.config, spec.prep, spec.stride, torch_device, dtype, ref.name, fingerprint)

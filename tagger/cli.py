@@ -1,0 +1,268 @@
+"""The ``vidtag`` command: thin Click commands over the tagger library.
+
+Heavy modules (torch, transformers, av) are imported inside commands so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from tagger import __version__
+from tagger.records import ModelLoadError, TaggerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageFailure(click.ClickException):
+    """A bad model or device found after parsing: still the user's input, so exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class DeviceType(click.ParamType):
+    name = "DEVICE"
+    _pattern = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not self._pattern.match(str(value)):
+            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N", param, ctx)
+        return str(value)
+
+
+def _output_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from tagger.sinks import table_format
+
+    try:
+        table_format(value)
+    except TaggerError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def model_option(f: F) -> F:
+    return click.option(
+        "-m",
+        "--model",
+        default="kinetics-400",
+        show_default=True,
+        envvar="VIDTAG_MODEL",
+        help="Alias from models/registry.toml, Hugging Face hub id, or local model directory.",
+    )(f)
+
+
+def inference_options(f: F) -> F:
+    f = click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        help="auto: bf16 on CUDA and on CPUs with bf16 matrix units, else fp32.",
+    )(f)
+    f = click.option(
+        "--device", type=DeviceType(), default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+    )(f)
+    return model_option(f)
+
+
+def clip_options(f: F) -> F:
+    f = click.option(
+        "--max-duration",
+        type=click.FloatRange(min=1),
+        default=12 * 3600,
+        show_default=True,
+        help="Refuse videos longer than this many seconds.",
+    )(f)
+    f = click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        default=8192 * 4320,
+        show_default=True,
+        help="Refuse frames larger than this (width x height).",
+    )(f)
+    return click.option(
+        "--clips",
+        type=click.IntRange(1, 64),
+        default=None,
+        help="Clips per video, spread over its whole length [default: one per ~10 s, 1 to 8].",
+    )(f)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(exc: TaggerError) -> click.ClickException:
+    if isinstance(exc, ModelLoadError):
+        return UsageFailure(str(exc))
+    return click.ClickException(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vidtag")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Tag videos with what happens in them (VideoMAE over the whole video)."""
+    _setup_logging(verbose)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
+@click.option(
+    "-o",
+    "--output",
+    callback=_output_path,
+    help="Table to write: .csv, .jsonl or .parquet; '-' for CSV on stdout "
+    "[default: stdout unless --sidecar].",
+)
+@click.option("--sidecar", is_flag=True, help="Also write <video>.<ext>.vidtag.json next to each video.")
+@inference_options
+@clip_options
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Labels kept per video.")
+@click.option(
+    "--threshold", type=click.FloatRange(0, 1), default=None, help="Drop labels scoring under this."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per forward pass.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode processes [default: cores/2].")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds allowed to decode one file.",
+)
+@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching GLOB (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files and folders matching GLOB.")
+@click.option("--hidden", is_flag=True, help="Also scan dot-files and dot-folders.")
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="SQLite file of finished videos [default: next to the output, OUTPUT.vidtag.db].",
+)
+@click.option("--force", is_flag=True, help="Re-tag videos the state file already has.")
+def scan(
+    paths: tuple[str, ...],
+    output: str | None,
+    sidecar: bool,
+    model: str,
+    device: str,
+    precision: str,
+    clips: int | None,
+    max_pixels: int,
+    max_duration: float,
+    top_k: int,
+    threshold: float | None,
+    batch_size: int,
+    workers: int | None,
+    timeout: float,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    hidden: bool,
+    state: str | None,
+    force: bool,
+) -> None:
+    """Tag every video under PATHS and write one row per video.
+
+    \b
+    Example:
+      vidtag scan ./videos -o labels.csv
+    """
+    from tagger.classify import load_classifier
+    from tagger.discover import discover
+    from tagger.pipeline import TagOptions, default_workers
+    from tagger.scan import default_state_path
+    from tagger.scan import scan as run_scan
+    from tagger.state import StateStore
+
+    from tagger import progress
+
+    if output is None and not sidecar:
+        output = "-"
+    files = list(discover(paths, include=include, exclude=exclude, hidden=hidden))
+    options = TagOptions(
+        clips=clips,
+        top_k=top_k,
+        threshold=threshold,
+        batch_size=batch_size,
+        workers=workers or default_workers(),
+        timeout_s=timeout,
+        max_pixels=max_pixels,
+        max_duration_s=max_duration,
+    )
+    try:
+        classifier = load_classifier(model, device=device, precision=precision)
+        with StateStore(state or default_state_path(output)) as store, progress.Reporter(len(files)) as report:
+            summary = run_scan(
+                files,
+                classifier,
+                store,
+                options,
+                output=output,
+                sidecar=sidecar,
+                force=force,
+                on_result=report.update,
+            )
+    except TaggerError as exc:
+        raise _fail(exc) from None
+    progress.print_summary(summary)
+    sys.exit(EXIT_OK if summary.ok else EXIT_FAILED)
+
+
+@cli.command()
+@model_option
+def labels(model: str) -> None:
+    """Print the labels MODEL can give, one per line.
+
+    \b
+    Example:
+      vidtag labels -m kinetics-400
+    """
+    from tagger.classify import labels_of, load_config, resolve_model
+
+    try:
+        names = labels_of(load_config(resolve_model(model)))
+    except TaggerError as exc:
+        raise _fail(exc) from None
+    for name in names:
+        click.echo(name)
+
+
+@cli.command()
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--gif", "gif_path", required=True, type=click.Path(dir_okay=False, path_type=str), help="GIF to write.")
+@model_option
+@clip_options
+def preview(video: str, gif_path: str, model: str, clips: int | None, max_pixels: int, max_duration: float) -> None:
+    """Write a GIF of exactly the frames the model sees in VIDEO (un-normalized).
+
+    \b
+    Example:
+      vidtag preview clip.mp4 --gif clip.gif -m kinetics-400
+    """
+    from tagger.preview import write_preview
+
+    try:
+        count = write_preview(video, gif_path, model, clips=clips, max_pixels=max_pixels, max_duration_s=max_duration)
+    except TaggerError as exc:
+        raise _fail(exc) from None
+    click.echo(f"wrote {gif_path}: {count} clip(s) of the frames the model sees", err=True)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="vidtag")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Probe a video and cut its planned clips with PyAV (the only module that imports ``av``).
+
+Runs inside decode worker processes: a job goes in, ``(VideoInfo, [Clip])`` comes out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from tagger import sampling
+from tagger.records import Clip, DecodeError, VideoInfo, VideoTooLargeError
+
+#: 8K (7680x4320) and a little more: larger frames are refused before decoding.
+DEFAULT_MAX_PIXELS = 8192 * 4320
+DEFAULT_MAX_DURATION_S = 12 * 3600.0
+#: Frame rates above this are container time bases, not frame rates (MKV/FLV report 1000).
+_MAX_PLAUSIBLE_FPS = 240.0
+#: Decode forward instead of seeking when the next clip starts less than this far ahead.
+_SEEK_GAP_S = 2.0
+#: Files up to this size without a frame count in the header get their packets counted.
+_COUNT_PACKETS_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """Everything a worker needs to cut the clips of one file (picklable)."""
+
+    path: str
+    num_frames: int = 16
+    stride: int = sampling.DEFAULT_STRIDE
+    clips: int | None = None
+    short_side: int | None = 224
+    size: tuple[int, int] | None = None
+    crop: tuple[int, int] | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_duration_s: float = DEFAULT_MAX_DURATION_S
+    threads: int = 2
+
+
+def run_job(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
+    """Worker entry point: probe and decode, with every failure turned into a DecodeError."""
+    try:
+        return decode_clips(job)
+    except DecodeError:
+        raise
+    except av.FFmpegError as exc:
+        raise DecodeError(f"cannot decode: {_ffmpeg_message(exc)}") from None
+    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+        raise DecodeError(f"cannot decode: {exc}") from None
+
+
+def _ffmpeg_message(exc: av.FFmpegError) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _open(path: str) -> Any:
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise DecodeError(f"not a readable video: {_ffmpeg_message(exc)}") from None
+
+
+def _video_stream(container: Any, path: str) -> Any:
+    if not container.streams.video:
+        raise DecodeError("no video stream")
+    return container.streams.best("video") or container.streams.video[0]
+
+
+def _rate(value: Fraction | None) -> float:
+    return float(value) if value else 0.0
+
+
+def _estimate_fps(stream: Any, frames: int, duration_s: float | None) -> float:
+    if frames > 0 and duration_s:
+        return frames / duration_s
+    for candidate in (_rate(stream.average_rate), _rate(stream.guessed_rate), _rate(stream.base_rate)):
+        if 0 < candidate <= _MAX_PLAUSIBLE_FPS:
+            return candidate
+    return 25.0
+
+
+def _small(path: str) -> bool:
+    try:
+        return os.path.getsize(path) <= _COUNT_PACKETS_MAX_BYTES
+    except OSError:
+        return False
+
+
+def _count_packets(path: str) -> tuple[int, float | None]:
+    """Frames and duration of a stream whose header has neither (raw elementary streams)."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        count, end = 0, None
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            count += 1
+            if packet.pts is not None and packet.time_base:
+                t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                end = t if end is None else max(end, t)
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        return count, (end - start if end is not None else None)
+
+
+def probe(
+    path: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+) -> VideoInfo:
+    """Duration, frame rate, frame count and size of ``path``; refuses decoder bombs."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        return _probe_stream(path, container, stream, max_pixels, max_duration_s)
+
+
+def _probe_stream(
+    path: str, container: Any, stream: Any, max_pixels: int, max_duration_s: float
+) -> VideoInfo:
+    ctx = stream.codec_context
+    width, height = ctx.width, ctx.height
+    if width <= 0 or height <= 0:
+        raise DecodeError("video stream has no frame size")
+    if width * height > max_pixels:
+        raise VideoTooLargeError(
+            f"frame size {width}x{height} is over the cap of {max_pixels} pixels (--max-pixels)"
+        )
+    duration_s: float | None = None
+    if stream.duration and stream.time_base:
+        duration_s = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration_s = container.duration / av.time_base
+    frames = stream.frames or 0
+    if not duration_s or duration_s <= 0 or (not frames and _small(path)):
+        # Without a frame count the rate is a guess (MKV and FLV report 1000 fps); counting
+        # packets is exact and, for a small file, cheap.
+        frames, counted_s = _count_packets(path)
+        duration_s = duration_s if duration_s and duration_s > 0 else counted_s
+    fps = _estimate_fps(stream, frames, duration_s)
+    if not duration_s or duration_s <= 0:
+        duration_s = frames / fps if frames else 0.0
+    if duration_s > max_duration_s:
+        raise VideoTooLargeError(
+            f"duration {duration_s:.0f} s is over the cap of {max_duration_s:.0f} s (--max-duration)"
+        )
+    if frames <= 0:
+        frames = max(1, round(duration_s * fps))
+    return VideoInfo(
+        path=path,
+        duration_s=duration_s,
+        fps=fps,
+        frames=frames,
+        width=width,
+        height=height,
+        codec=ctx.name,
+    )
+
+
+def _target_size(frame: Any, sar: float, job: DecodeJob) -> tuple[int, int, int]:
+    """Size to convert to, in coded orientation, and the rotation to apply after.
+
+    Matches the model's resize: the displayed short side becomes ``job.short_side`` (long side
+    floored, as transformers does), or the frame becomes exactly ``job.size``.
+    """
+    rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+    coded_w, coded_h = frame.width * sar, float(frame.height)
+    if job.size is not None:
+        height, width = job.size
+        return (width, height, rotation) if rotation % 180 == 0 else (height, width, rotation)
+    short = job.short_side or round(min(coded_w, coded_h))
+    if coded_w <= coded_h:
+        return short, max(1, int(short * coded_h / coded_w)), rotation
+    return max(1, int(short * coded_w / coded_h)), short, rotation
+
+
+def _to_rgb(frame: Any, size: tuple[int, int, int], crop: tuple[int, int] | None) -> np.ndarray:
+    width, height, rotation = size
+    # One swscale call converts and resizes; later stages never touch full-size frames.
+    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+    if rotation:
+        # rotation is counter-clockwise degrees from the display matrix.
+        rgb = np.rot90(rgb, k=rotation // 90)
+    if crop:
+        h, w = rgb.shape[:2]
+        top, left = max(0, (h - crop[0]) // 2), max(0, (w - crop[1]) // 2)
+        rgb = rgb[top : top + crop[0], left : left + crop[1]]
+    return np.ascontiguousarray(rgb)
+
+
+def decode_clips(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
+    """Probe ``job.path`` and decode its clips, spread over the whole video."""
+    container = _open(job.path)
+    try:
+        stream = _video_stream(container, job.path)
+        info = _probe_stream(job.path, container, stream, job.max_pixels, job.max_duration_s)
+        count = job.clips or sampling.auto_clip_count(info.duration_s)
+        plan = sampling.uniform_clips(info.frames, job.num_frames, job.stride, count)
+        frames = _Frames(container, stream, info.fps, job.threads)
+        try:
+            clips = list(_cut(frames, info, plan, job))
+        finally:
+            frames.close()
+    finally:
+        container.close()
+    if not clips:
+        raise DecodeError("no frames could be decoded")
+    _, height, width, _ = clips[0].frames.shape
+    return replace(info, width=width, height=height, rotation=frames.rotation), clips
+
+
+class _Frames:
+    """Decoded frames with their time in seconds from the stream start, seekable."""
+
+    def __init__(self, container: Any, stream: Any, fps: float, threads: int) -> None:
+        self.container, self.fps, self.threads = container, fps, threads
+        self._use(stream)
+        self.seekable = True
+        self.position_s = 0.0
+        self.rotation = 0
+
+    def _use(self, stream: Any) -> None:
+        stream.thread_type = "AUTO"
+        stream.thread_count = self.threads
+        self.stream = stream
+        self.start_pts = stream.start_time or 0
+        self._iter: Iterator[Any] | None = None
+        self._count = 0
+        self._since_seek: int | None = None
+
+    def seek(self, t: float) -> None:
+        if not self.seekable:
+            return
+        pts = self.start_pts + int(t / self.stream.time_base)
+        try:
+            self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
+        except av.FFmpegError:
+            self.seekable = False
+            return
+        self._iter = None
+        self._since_seek = 0
+        self.position_s = -math.inf
+
+    def _rewind(self) -> None:
+        """Reopen and decode from the start: the fallback for streams that seek to nowhere."""
+        index = self.stream.index
+        path = self.container.name
+        self.container.close()
+        self.container = _open(path)
+        self._use(self.container.streams[index])
+        self.seekable = False
+        self.position_s = 0.0
+
+    def __iter__(self) -> Iterator[tuple[float, Any]]:
+        return self
+
+    def __next__(self) -> tuple[float, Any]:
+        if self._iter is None:
+            self._iter = self.container.decode(self.stream)
+        try:
+            frame = next(self._iter)
+        except StopIteration:
+            # Some streams (HEVC in MPEG-TS) seek to a point where nothing decodes.
+            if self._since_seek != 0:
+                raise
+            self._rewind()
+            return next(self)
+        if self._since_seek is not None:
+            self._since_seek += 1
+        self._count += 1
+        if frame.pts is not None:
+            t = float((frame.pts - self.start_pts) * self.stream.time_base)
+        else:
+            t = self._count / self.fps
+        self.position_s = t
+        return t, frame
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _cut(frames: _Frames, info: VideoInfo, plan: list[list[int]], job: DecodeJob) -> Iterator[Clip]:
+    sar = _rate(frames.stream.sample_aspect_ratio) or 1.0
+    half_frame = 0.5 / info.fps
+    size: tuple[int, int, int] | None = None
+    for index, indices in enumerate(plan):
+        start_s = indices[0] / info.fps
+        # Offsets from the clip's first frame; a stretched short clip repeats offsets.
+        offsets = [i - indices[0] for i in indices]
+        if start_s < frames.position_s or start_s - frames.position_s > _SEEK_GAP_S:
+            frames.seek(start_s)
+        kept: list[np.ndarray] = []
+        times: list[float] = []
+        want = iter(enumerate(offsets))
+        slot, offset = next(want)
+        n = 0
+        try:
+            for t, frame in frames:
+                if t < start_s - half_frame:
+                    continue
+                while n == offset:
+                    if size is None:
+                        size = _target_size(frame, sar, job)
+                        frames.rotation = size[2]
+                    if not kept or times[-1] != t:
+                        rgb = _to_rgb(frame, size, job.crop)
+                    kept.append(rgb)
+                    times.append(t)
+                    nxt = next(want, None)
+                    if nxt is None:
+                        break
+                    slot, offset = nxt
+                if len(kept) == len(offsets):
+                    break
+                n += 1
+        except av.FFmpegError as exc:
+            raise DecodeError(
+                f"decoding failed near {frames.position_s:.2f} s: {_ffmpeg_message(exc)}"
+            ) from None
+        if not kept:
+            continue
+        # The video ended before the clip did: pad by repeating its last frame.
+        while len(kept) < len(offsets):
+            kept.append(kept[-1])
+            times.append(times[-1])
+        yield Clip(
+            path=info.path,
+            index=index,
+            start_s=times[0],
+            end_s=times[-1] + 1.0 / info.fps,
+            frames=np.stack(kept),
+        )

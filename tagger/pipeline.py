@@ -1,0 +1,179 @@
+"""Files in, one VideoResult per file out: decode workers feed batched inference.
+
+Decoding runs in child processes (a crash or a hang costs one file); a bounded window of
+jobs keeps memory flat; batches mix clips of different files so the model never idles on
+a short video; a video's score is the mean of its clips' probabilities.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tagger.decode import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, DecodeJob, run_job
+from tagger.records import Clip, DecodeError, Tag, VideoInfo, VideoResult
+
+if TYPE_CHECKING:
+    from tagger.classify import Classifier
+    from tagger.transforms import Preprocessing
+
+
+def default_workers() -> int:
+    """One decode worker per spare core, at least one; the model needs cores too."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores // 2))
+
+
+@dataclass(frozen=True)
+class TagOptions:
+    """What only the user knows; everything else comes from the checkpoint."""
+
+    clips: int | None = None
+    top_k: int = 5
+    threshold: float | None = None
+    batch_size: int = 8
+    workers: int = field(default_factory=default_workers)
+    timeout_s: float = 120.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_duration_s: float = DEFAULT_MAX_DURATION_S
+
+
+def make_job(path: str, prep: Preprocessing, stride: int, options: TagOptions) -> DecodeJob:
+    """The decode job that cuts exactly the clips a model with ``prep`` and ``stride`` expects."""
+    return DecodeJob(
+        path=path,
+        num_frames=prep.num_frames,
+        stride=stride,
+        clips=options.clips,
+        short_side=prep.short_side,
+        size=prep.size,
+        crop=prep.crop,
+        max_pixels=options.max_pixels,
+        max_duration_s=options.max_duration_s,
+    )
+
+
+def top_tags(probs: np.ndarray, labels: list[str], top_k: int, threshold: float | None) -> tuple[Tag, ...]:
+    """The ``top_k`` best labels, dropping those under ``threshold``."""
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    return tuple(
+        Tag(labels[i], float(probs[i])) for i in order if threshold is None or probs[i] >= threshold
+    )
+
+
+@dataclass
+class _Pending:
+    """Clips of one video still waiting for the model."""
+
+    info: VideoInfo
+    expected: int
+    scored: int = 0
+    total: np.ndarray | None = None
+
+
+class _Decoder:
+    """A pebble process pool with a bounded window of in-flight files."""
+
+    def __init__(self, workers: int, timeout_s: float) -> None:
+        import pebble
+
+        # spawn, not fork: the parent holds torch's thread pools, which do not survive fork.
+        self.pool = pebble.ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"))
+        self.timeout_s = timeout_s
+        self.window = 2 * workers + 2
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.pool.join()
+
+    def run(self, jobs: Iterable[DecodeJob]) -> Iterator[tuple[str, tuple[VideoInfo, list[Clip]] | str]]:
+        """Yield ``(path, (info, clips))`` or ``(path, error message)`` as files finish."""
+        todo = iter(jobs)
+        running: dict[object, str] = {}
+        exhausted = False
+        while True:
+            while not exhausted and len(running) < self.window:
+                job = next(todo, None)
+                if job is None:
+                    exhausted = True
+                    break
+                running[self.pool.schedule(run_job, args=(job,), timeout=self.timeout_s)] = job.path
+            if not running:
+                return
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)  # type: ignore[arg-type]
+            for future in done:
+                path = running.pop(future)
+                yield path, self._outcome(future)
+
+    def _outcome(self, future: object) -> tuple[VideoInfo, list[Clip]] | str:
+        import pebble
+
+        try:
+            return future.result()  # type: ignore[attr-defined, no-any-return]
+        except DecodeError as exc:
+            return str(exc)
+        except FutureTimeout:
+            return f"decoding took longer than {self.timeout_s:g} s (--timeout); the decoder was stopped"
+        except pebble.ProcessExpired as exc:
+            return f"the decoder crashed (exit code {exc.exitcode})"
+        except Exception as exc:  # noqa: BLE001 - a worker failure must cost one file only
+            return f"decoding failed: {type(exc).__name__}: {exc}"
+
+
+def tag(
+    paths: Iterable[str],
+    classifier: Classifier,
+    options: TagOptions | None = None,
+) -> Iterator[VideoResult]:
+    """Tag each path; results come in completion order, errors as ``status="error"`` results."""
+    options = options or TagOptions()
+    jobs = (make_job(path, classifier.prep, classifier.stride, options) for path in paths)
+    pending: dict[str, _Pending] = {}
+    batch: deque[Clip] = deque()
+    decoder = _Decoder(options.workers, options.timeout_s)
+
+    def run_batch(size: int) -> Iterator[VideoResult]:
+        clips = [batch.popleft() for _ in range(min(size, len(batch)))]
+        probs = classifier.predict(np.stack([clip.frames for clip in clips]))
+        for clip, p in zip(clips, probs):
+            state = pending[clip.path]
+            state.total = p.astype(np.float64) if state.total is None else state.total + p
+            state.scored += 1
+            if state.scored == state.expected:
+                del pending[clip.path]
+                yield _result(state, classifier, options)
+
+    try:
+        for path, outcome in decoder.run(jobs):
+            if isinstance(outcome, str):
+                yield VideoResult.failed(path, outcome, model=classifier.id)
+                continue
+            info, clips = outcome
+            pending[path] = _Pending(info, expected=len(clips))
+            batch.extend(clips)
+            while len(batch) >= options.batch_size:
+                yield from run_batch(options.batch_size)
+        while batch:
+            yield from run_batch(options.batch_size)
+    finally:
+        decoder.close()
+
+
+def _result(state: _Pending, classifier: Classifier, options: TagOptions) -> VideoResult:
+    assert state.total is not None
+    mean = state.total / state.scored
+    return VideoResult(
+        path=state.info.path,
+        tags=top_tags(mean, classifier.labels, options.top_k, options.threshold),
+        clips=state.scored,
+        duration_s=state.info.duration_s,
+        model=classifier.id,
+    )
