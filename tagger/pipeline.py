@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -24,6 +24,9 @@ from tagger.records import Clip, DecodeError, Tag, VideoInfo, VideoResult
 if TYPE_CHECKING:
     from tagger.classify import Classifier
     from tagger.transforms import Preprocessing
+
+
+Decoded = tuple[VideoInfo, list[Clip]]
 
 
 def default_workers() -> int:
@@ -82,19 +85,20 @@ class _Pending:
 class _Decoder:
     """A pebble process pool with a bounded window of in-flight files."""
 
-    def __init__(self, workers: int, timeout_s: float) -> None:
+    def __init__(self, workers: int, timeout_s: float, worker: Callable[[DecodeJob], Decoded]) -> None:
         import pebble
 
         # spawn, not fork: the parent holds torch's thread pools, which do not survive fork.
         self.pool = pebble.ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"))
         self.timeout_s = timeout_s
+        self.worker = worker
         self.window = 2 * workers + 2
 
     def close(self) -> None:
         self.pool.stop()
         self.pool.join()
 
-    def run(self, jobs: Iterable[DecodeJob]) -> Iterator[tuple[str, tuple[VideoInfo, list[Clip]] | str]]:
+    def run(self, jobs: Iterable[DecodeJob]) -> Iterator[tuple[str, Decoded | str]]:
         """Yield ``(path, (info, clips))`` or ``(path, error message)`` as files finish."""
         todo = iter(jobs)
         running: dict[object, str] = {}
@@ -105,7 +109,7 @@ class _Decoder:
                 if job is None:
                     exhausted = True
                     break
-                running[self.pool.schedule(run_job, args=(job,), timeout=self.timeout_s)] = job.path
+                running[self.pool.schedule(self.worker, args=(job,), timeout=self.timeout_s)] = job.path
             if not running:
                 return
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)  # type: ignore[arg-type]
@@ -113,7 +117,7 @@ class _Decoder:
                 path = running.pop(future)
                 yield path, self._outcome(future)
 
-    def _outcome(self, future: object) -> tuple[VideoInfo, list[Clip]] | str:
+    def _outcome(self, future: object) -> Decoded | str:
         import pebble
 
         try:
@@ -132,13 +136,17 @@ def tag(
     paths: Iterable[str],
     classifier: Classifier,
     options: TagOptions | None = None,
+    decode: Callable[[DecodeJob], Decoded] = run_job,
 ) -> Iterator[VideoResult]:
-    """Tag each path; results come in completion order, errors as ``status="error"`` results."""
+    """Tag each path; results come in completion order, errors as ``status="error"`` results.
+
+    ``decode`` runs in the worker processes; it must be a picklable top-level function.
+    """
     options = options or TagOptions()
     jobs = (make_job(path, classifier.prep, classifier.stride, options) for path in paths)
     pending: dict[str, _Pending] = {}
     batch: deque[Clip] = deque()
-    decoder = _Decoder(options.workers, options.timeout_s)
+    decoder = _Decoder(options.workers, options.timeout_s, decode)
 
     def run_batch(size: int) -> Iterator[VideoResult]:
         clips = [batch.popleft() for _ in range(min(size, len(batch)))]

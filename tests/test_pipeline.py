@@ -1,0 +1,110 @@
+"""tag(): whole-video scoring, batching across files, and one bad file costing one file."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from tagger.decode import DecodeJob, run_job
+from tagger.pipeline import TagOptions, make_job, tag, top_tags
+
+
+def crashing_decoder(job: DecodeJob):  # type: ignore[no-untyped-def]
+    """Worker that dies like a segfaulting decoder on files named crash*, hangs on hang*."""
+    name = os.path.basename(job.path)
+    if name.startswith("crash"):
+        os._exit(139)
+    if name.startswith("hang"):
+        time.sleep(120)
+    return run_job(job)
+
+
+def _scores(result) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    return {t.label: t.score for t in result.tags}
+
+
+def test_video_score_is_the_mean_over_its_clips(video_factory, classifier):
+    # 20 s: blue, then green, then red; four clips see different colours.
+    path = str(video_factory(["blue"] * 70 + ["green"] * 60 + ["red"] * 70, fps=10))
+    options = TagOptions(clips=4, top_k=3, workers=1)
+    [result] = list(tag([path], classifier, options))
+
+    _, clips = run_job(make_job(path, classifier.prep, classifier.stride, options))
+    per_clip = classifier.predict(np.stack([c.frames for c in clips]))
+    expected = per_clip.mean(axis=0)
+
+    assert result.clips == len(clips) == 4
+    got = _scores(result)
+    for i, label in enumerate(classifier.labels):
+        assert got[label] == pytest.approx(expected[i], abs=1e-5)
+    # Not the first clip, not the max: the clips disagree, and the result is their mean.
+    assert per_clip.argmax(axis=1).tolist() != [per_clip[0].argmax()] * 4
+    assert not np.allclose(per_clip[0], expected, atol=0.05)
+    assert not np.allclose(per_clip.max(axis=0), expected, atol=0.05)
+
+
+def test_action_only_in_the_second_half_is_found(video_factory, classifier):
+    # 30 s of blue, the "action" (red) only in the last third.
+    path = str(video_factory(["blue"] * 200 + ["red"] * 100, fps=10))
+    [result] = list(tag([path], classifier, TagOptions(top_k=3, workers=1)))
+    assert result.ok and result.clips == 3
+    assert _scores(result)["red"] > 0.25
+
+    # What the pipeline of the guide sees (the first clip only) misses it.
+    first = DecodeJob(path, num_frames=classifier.prep.num_frames, stride=classifier.stride, clips=1,
+                      short_side=classifier.prep.short_side, crop=classifier.prep.crop)
+    _, [opening] = run_job(first)
+    assert opening.start_s < 15
+    red = classifier.labels.index("red")
+    assert classifier.predict(opening.frames[None])[0, red] < 0.1
+
+
+def test_batches_cross_file_boundaries_without_mixing_videos(video_factory, classifier):
+    paths = [
+        str(video_factory(colors * 120, fps=10))
+        for colors in (["red"], ["green"], ["blue"], ["red", "blue"])
+    ]
+    one_by_one = {r.path: r for r in tag(paths, classifier, TagOptions(batch_size=1, top_k=3, workers=1))}
+    batched = {r.path: r for r in tag(paths, classifier, TagOptions(batch_size=5, top_k=3, workers=2))}
+    assert set(batched) == set(paths)
+    for path in paths:
+        a, b = _scores(one_by_one[path]), _scores(batched[path])
+        assert a.keys() == b.keys()
+        for label in a:
+            assert a[label] == pytest.approx(b[label], abs=1e-5)
+    assert [t.label for t in batched[paths[0]].tags][0] == "red"
+    assert [t.label for t in batched[paths[2]].tags][0] == "blue"
+
+
+def test_crash_and_hang_cost_one_file_each(video_factory, classifier):
+    good = str(video_factory(["green"] * 40, name="good.mp4"))
+    crash = str(video_factory(["green"] * 40, name="crash.mp4"))
+    hang = str(video_factory(["green"] * 40, name="hang.mp4"))
+    options = TagOptions(workers=2, timeout_s=3, top_k=1)
+    results = {r.path: r for r in tag([crash, hang, good], classifier, options, decode=crashing_decoder)}
+
+    assert set(results) == {good, crash, hang}
+    assert results[good].ok and results[good].tags[0].label == "green"
+    assert results[crash].status == "error" and "crashed" in results[crash].error
+    assert results[hang].status == "error" and "longer than 3 s" in results[hang].error
+
+
+def test_bad_file_becomes_an_error_result(tmp_path, video_factory, classifier):
+    bad = tmp_path / "notavideo.mp4"
+    bad.write_text("this is not a video")
+    good = str(video_factory(["red"] * 40))
+    results = {r.path: r for r in tag([str(bad), good], classifier, TagOptions(workers=1))}
+    assert results[good].ok
+    assert results[str(bad)].status == "error"
+    assert results[str(bad)].error and "Traceback" not in results[str(bad)].error
+
+
+def test_top_tags_threshold_and_k():
+    probs = np.array([0.1, 0.6, 0.3])
+    labels = ["a", "b", "c"]
+    assert [t.label for t in top_tags(probs, labels, 2, None)] == ["b", "c"]
+    assert [t.label for t in top_tags(probs, labels, 3, 0.25)] == ["b", "c"]
+    assert top_tags(probs, labels, 3, 0.9) == ()
