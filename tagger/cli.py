@@ -128,12 +128,18 @@ def cli(verbose: int) -> None:
 @click.option("--sidecar", is_flag=True, help="Also write <video>.<ext>.vidtag.json next to each video.")
 @inference_options
 @clip_options
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Labels kept per video.")
+@click.option(
+    "--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Labels kept per video."
+)
 @click.option(
     "--threshold", type=click.FloatRange(0, 1), default=None, help="Drop labels scoring under this."
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per forward pass.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode processes [default: cores/2].")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per forward pass."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Decode processes [default: cores/2]."
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1),
@@ -178,14 +184,13 @@ def scan(
     Example:
       vidtag scan ./videos -o labels.csv
     """
+    from tagger import progress
     from tagger.classify import load_classifier
     from tagger.discover import discover
     from tagger.pipeline import TagOptions, default_workers
     from tagger.scan import default_state_path
     from tagger.scan import scan as run_scan
     from tagger.state import StateStore
-
-    from tagger import progress
 
     if output is None and not sidecar:
         output = "-"
@@ -202,7 +207,10 @@ def scan(
     )
     try:
         classifier = load_classifier(model, device=device, precision=precision)
-        with StateStore(state or default_state_path(output)) as store, progress.Reporter(len(files)) as report:
+        with (
+            StateStore(state or default_state_path(output)) as store,
+            progress.Reporter(len(files)) as report,
+        ):
             summary = run_scan(
                 files,
                 classifier,
@@ -240,10 +248,14 @@ def labels(model: str) -> None:
 
 @cli.command()
 @click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=str))
-@click.option("--gif", "gif_path", required=True, type=click.Path(dir_okay=False, path_type=str), help="GIF to write.")
+@click.option(
+    "--gif", "gif_path", required=True, type=click.Path(dir_okay=False, path_type=str), help="GIF to write."
+)
 @model_option
 @clip_options
-def preview(video: str, gif_path: str, model: str, clips: int | None, max_pixels: int, max_duration: float) -> None:
+def preview(
+    video: str, gif_path: str, model: str, clips: int | None, max_pixels: int, max_duration: float
+) -> None:
     """Write a GIF of exactly the frames the model sees in VIDEO (un-normalized).
 
     \b
@@ -253,7 +265,9 @@ def preview(video: str, gif_path: str, model: str, clips: int | None, max_pixels
     from tagger.preview import write_preview
 
     try:
-        count = write_preview(video, gif_path, model, clips=clips, max_pixels=max_pixels, max_duration_s=max_duration)
+        count = write_preview(
+            video, gif_path, model, clips=clips, max_pixels=max_pixels, max_duration_s=max_duration
+        )
     except TaggerError as exc:
         raise _fail(exc) from None
     click.echo(f"wrote {gif_path}: {count} clip(s) of the frames the model sees", err=True)

@@ -98,16 +98,24 @@ def _count_packets(path: str) -> tuple[int, float | None]:
     """Frames and duration of a stream whose header has neither (raw elementary streams)."""
     with _open(path) as container:
         stream = _video_stream(container, path)
-        count, end = 0, None
+        count, end, timed, untimed = 0, None, 0, False
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
             count += 1
             if packet.pts is not None and packet.time_base:
+                timed += 1
                 t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-                end = t if end is None else max(end, t)
+                if end is None or t > end:
+                    end, untimed = t, not packet.duration
         start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        return count, (end - start if end is not None else None)
+        if end is None:
+            return count, None
+        if untimed and timed > 1:
+            # The last packet has no duration (raw elementary streams), so the stream ends
+            # where it starts: add the mean frame interval so the last frame counts too.
+            end += (end - start) / (timed - 1)
+        return count, end - start
 
 
 def probe(
@@ -273,11 +281,12 @@ class _Frames:
             return next(self)
         if self._since_seek is not None:
             self._since_seek += 1
-        self._count += 1
         if frame.pts is not None:
             t = float((frame.pts - self.start_pts) * self.stream.time_base)
         else:
+            # Frame k (from 0) of a stream without timestamps starts at k / fps.
             t = self._count / self.fps
+        self._count += 1
         self.position_s = t
         return t, frame
 
@@ -297,8 +306,8 @@ def _cut(frames: _Frames, info: VideoInfo, plan: list[list[int]], job: DecodeJob
             frames.seek(start_s)
         kept: list[np.ndarray] = []
         times: list[float] = []
-        want = iter(enumerate(offsets))
-        slot, offset = next(want)
+        want = iter(offsets)
+        offset = next(want)
         n = 0
         try:
             for t, frame in frames:
@@ -315,7 +324,7 @@ def _cut(frames: _Frames, info: VideoInfo, plan: list[list[int]], job: DecodeJob
                     nxt = next(want, None)
                     if nxt is None:
                         break
-                    slot, offset = nxt
+                    offset = nxt
                 if len(kept) == len(offsets):
                     break
                 n += 1

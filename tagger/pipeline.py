@@ -67,9 +67,7 @@ def make_job(path: str, prep: Preprocessing, stride: int, options: TagOptions) -
 def top_tags(probs: np.ndarray, labels: list[str], top_k: int, threshold: float | None) -> tuple[Tag, ...]:
     """The ``top_k`` best labels, dropping those under ``threshold``."""
     order = np.argsort(-probs, kind="stable")[:top_k]
-    return tuple(
-        Tag(labels[i], float(probs[i])) for i in order if threshold is None or probs[i] >= threshold
-    )
+    return tuple(Tag(labels[i], float(probs[i])) for i in order if threshold is None or probs[i] >= threshold)
 
 
 @dataclass
@@ -128,7 +126,7 @@ class _Decoder:
             return f"decoding took longer than {self.timeout_s:g} s (--timeout); the decoder was stopped"
         except pebble.ProcessExpired as exc:
             return f"the decoder crashed (exit code {exc.exitcode})"
-        except Exception as exc:  # noqa: BLE001 - a worker failure must cost one file only
+        except Exception as exc:
             return f"decoding failed: {type(exc).__name__}: {exc}"
 
 
@@ -151,7 +149,7 @@ def tag(
     def run_batch(size: int) -> Iterator[VideoResult]:
         clips = [batch.popleft() for _ in range(min(size, len(batch)))]
         probs = classifier.predict(np.stack([clip.frames for clip in clips]))
-        for clip, p in zip(clips, probs):
+        for clip, p in zip(clips, probs, strict=False):
             state = pending[clip.path]
             state.total = p.astype(np.float64) if state.total is None else state.total + p
             state.scored += 1

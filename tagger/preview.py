@@ -25,7 +25,7 @@ def write_preview(
     info, decoded = run_job(make_job(video, spec.prep, spec.stride, options))
     from PIL import Image
 
-    frames = []
+    frames: list[Image.Image] = []
     for clip in decoded:
         pixel_values = to_model_input(torch.from_numpy(clip.frames), spec.prep)
         frames.extend(Image.fromarray(f.numpy()) for f in to_display(pixel_values, spec.prep))

@@ -129,7 +129,7 @@ class VideoResult:
         duration = row.get("duration_s")
         return cls(
             path=row["path"],
-            tags=tuple(Tag(label, score) for label, score in zip(labels, scores)),
+            tags=tuple(Tag(label, score) for label, score in zip(labels, scores, strict=False)),
             clips=int(row.get("clips") or 0),
             duration_s=None if duration in (None, "") else float(duration),
             model=str(row.get("model") or ""),

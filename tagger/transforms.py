@@ -35,7 +35,7 @@ class Preprocessing:
         size = processor.get("size") or {"shortest_edge": image_size}
         short_side = size.get("shortest_edge")
         exact = (int(size["height"]), int(size["width"])) if "height" in size else None
-        if short_side is None and exact is None:
+        if short_side is None:
             short_side = image_size
         crop = processor.get("crop_size") or {"height": image_size, "width": image_size}
         do_crop = processor.get("do_center_crop", True)
@@ -79,7 +79,9 @@ def center_crop(frames: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
     return frames[..., top : top + ch, left : left + cw, :]
 
 
-def to_model_input(frames: torch.Tensor, prep: Preprocessing, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def to_model_input(
+    frames: torch.Tensor, prep: Preprocessing, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """uint8 ``(..., T, H, W, 3)`` to normalized ``(..., T, 3, h, w)`` in ``dtype``.
 
     Resizing is skipped when the frames already have the resized size (the decoder resizes

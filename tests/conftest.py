@@ -66,7 +66,9 @@ def video_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
     folder = tmp_path_factory.mktemp("videos")
     counter = iter(range(10**6))
 
-    def make(colors: Sequence[str] | Callable[[int], np.ndarray], name: str | None = None, **kw: object) -> Path:
+    def make(
+        colors: Sequence[str] | Callable[[int], np.ndarray], name: str | None = None, **kw: object
+    ) -> Path:
         return write_video(folder / (name or f"v{next(counter)}.mp4"), colors, **kw)  # type: ignore[arg-type]
 
     return make

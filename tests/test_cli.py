@@ -223,14 +223,30 @@ def test_killed_run_resumes_with_every_video_exactly_once(tmp_path, video_factor
     folder.mkdir()
     names = [f"v{i:02d}.mp4" for i in range(16)]
     for i, name in enumerate(names):
-        (folder / name).write_bytes(video_factory(["red", "green", "blue"][i % 3 : i % 3 + 1] * 300).read_bytes())
+        (folder / name).write_bytes(
+            video_factory(["red", "green", "blue"][i % 3 : i % 3 + 1] * 300).read_bytes()
+        )
     out = tmp_path / "out.csv"
     db = Path(str(out) + ".vidtag.db")
-    cmd = [sys.executable, "-m", "tagger", "scan", str(folder), "-m", str(tiny_model), "-o", str(out),
-           "--batch-size", "1", "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tagger",
+        "scan",
+        str(folder),
+        "-m",
+        str(tiny_model),
+        "-o",
+        str(out),
+        "--batch-size",
+        "1",
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 120
         done = 0

@@ -54,8 +54,14 @@ def test_action_only_in_the_second_half_is_found(video_factory, classifier):
     assert _scores(result)["red"] > 0.25
 
     # What the pipeline of the guide sees (the first clip only) misses it.
-    first = DecodeJob(path, num_frames=classifier.prep.num_frames, stride=classifier.stride, clips=1,
-                      short_side=classifier.prep.short_side, crop=classifier.prep.crop)
+    first = DecodeJob(
+        path,
+        num_frames=classifier.prep.num_frames,
+        stride=classifier.stride,
+        clips=1,
+        short_side=classifier.prep.short_side,
+        crop=classifier.prep.crop,
+    )
     _, [opening] = run_job(first)
     assert opening.start_s < 15
     red = classifier.labels.index("red")
@@ -64,8 +70,7 @@ def test_action_only_in_the_second_half_is_found(video_factory, classifier):
 
 def test_batches_cross_file_boundaries_without_mixing_videos(video_factory, classifier):
     paths = [
-        str(video_factory(colors * 120, fps=10))
-        for colors in (["red"], ["green"], ["blue"], ["red", "blue"])
+        str(video_factory(colors * 120, fps=10)) for colors in (["red"], ["green"], ["blue"], ["red", "blue"])
     ]
     one_by_one = {r.path: r for r in tag(paths, classifier, TagOptions(batch_size=1, top_k=3, workers=1))}
     batched = {r.path: r for r in tag(paths, classifier, TagOptions(batch_size=5, top_k=3, workers=2))}
@@ -75,8 +80,8 @@ def test_batches_cross_file_boundaries_without_mixing_videos(video_factory, clas
         assert a.keys() == b.keys()
         for label in a:
             assert a[label] == pytest.approx(b[label], abs=1e-5)
-    assert [t.label for t in batched[paths[0]].tags][0] == "red"
-    assert [t.label for t in batched[paths[2]].tags][0] == "blue"
+    assert next(t.label for t in batched[paths[0]].tags) == "red"
+    assert next(t.label for t in batched[paths[2]].tags) == "blue"
 
 
 def test_crash_and_hang_cost_one_file_each(video_factory, classifier):

@@ -1,0 +1,137 @@
+"""Model loading (aliases, hub ids, directories; safetensors only), device, precision, outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tagger import classify
+from tagger.classify import load_classifier, resolve_model, resolve_precision
+from tagger.records import ModelLoadError, TaggerError
+
+from .conftest import TINY_FRAMES, TINY_SIZE, TINY_STRIDE
+
+
+def test_alias_resolves_to_the_registry_checkpoint():
+    ref = resolve_model("kinetics-400")
+    assert ref.source == "MCG-NJU/videomae-base-finetuned-kinetics" and not ref.local
+    assert resolve_model("ucf101-subset").source == "sayakpaul/videomae-base-finetuned-ucf101-subset"
+    assert resolve_model("org/some-model").source == "org/some-model"
+
+
+def test_local_directory_and_bad_directories(tiny_model, tmp_path):
+    ref = resolve_model(str(tiny_model))
+    assert ref.local and ref.source == str(tiny_model)
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing" / "model"))
+
+
+def test_offline_hub_error_says_how_to_fix_it():
+    with pytest.raises(ModelLoadError) as err:
+        load_classifier("some-org/not-cached-model", device="cpu")
+    message = str(err.value)
+    assert "some-org/not-cached-model" in message
+    assert "--model DIR" in message and "hf download" in message
+
+
+def test_loaded_model_reads_its_checkpoint(classifier, tiny_model):
+    assert classifier.labels == ["red", "green", "blue"]
+    assert classifier.prep.num_frames == TINY_FRAMES
+    assert classifier.prep.crop == (TINY_SIZE, TINY_SIZE)
+    assert classifier.prep.mean == (0.45, 0.45, 0.45)
+    assert classifier.stride == TINY_STRIDE
+    assert classifier.model.config._attn_implementation == "sdpa"
+    assert classifier.id.startswith(f"{tiny_model}@")
+
+
+def test_stride_defaults_to_the_guide_value_without_vidtag_json(tiny_model, tmp_path):
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model, copy)
+    (copy / "vidtag.json").unlink()
+    assert load_classifier(str(copy), device="cpu").stride == 4
+
+
+def test_fingerprint_changes_with_the_weights(tiny_model, tmp_path, classifier):
+    from transformers import VideoMAEForVideoClassification
+
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model, copy)
+    assert load_classifier(str(copy), device="cpu").fingerprint == classifier.fingerprint
+    model = VideoMAEForVideoClassification.from_pretrained(copy)
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)
+    model.save_pretrained(copy)
+    assert load_classifier(str(copy), device="cpu").fingerprint != classifier.fingerprint
+
+
+def test_pickle_weights_are_refused(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model, copy)
+    state = load_file(copy / "model.safetensors")
+    (copy / "model.safetensors").unlink()
+    torch.save(state, copy / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError):
+        load_classifier(str(copy), device="cpu")
+
+
+def test_predict_gives_probabilities(classifier):
+    clips = np.zeros((3, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), np.uint8)
+    clips[0, ..., 0] = 220
+    clips[1, ..., 1] = 200
+    clips[2, ..., 2] = 220
+    probs = classifier.predict(clips)
+    assert probs.shape == (3, 3) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert probs.argmax(axis=1).tolist() == [0, 1, 2]
+
+
+def test_multi_label_models_use_sigmoid(tiny_model, tmp_path):
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["problem_type"] = "multi_label_classification"
+    (copy / "config.json").write_text(json.dumps(config))
+    multi = load_classifier(str(copy), device="cpu", precision="fp32")
+    assert multi.multi_label
+    clips = np.full((1, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), 128, np.uint8)
+    probs = multi.predict(clips)[0]
+    from tagger.transforms import to_model_input
+
+    with torch.no_grad():
+        logits = multi.model(pixel_values=to_model_input(torch.from_numpy(clips), multi.prep)).logits[0]
+    assert np.allclose(probs, torch.sigmoid(logits).numpy(), atol=1e-5)
+    assert not np.isclose(probs.sum(), 1.0, atol=1e-3)
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(classify, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == torch.float32
+    monkeypatch.setattr(classify, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == torch.bfloat16
+    assert resolve_precision("fp32", cpu) == torch.float32
+    assert resolve_precision("fp16", cpu) == torch.float16
+
+
+def test_bf16_model_agrees_with_fp32(tiny_model, classifier):
+    bf16 = load_classifier(str(tiny_model), device="cpu", precision="bf16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    rng = np.random.default_rng(1)
+    clips = rng.integers(0, 255, size=(4, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    assert np.abs(bf16.predict(clips) - classifier.predict(clips)).max() < 0.05
+
+
+def test_missing_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TaggerError, match="CUDA is not available"):
+        classify.resolve_device("cuda")
+    assert classify.resolve_device("auto") == torch.device("cpu")
