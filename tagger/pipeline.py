@@ -40,6 +40,8 @@ class TagOptions:
     """What only the user knows; everything else comes from the checkpoint."""
 
     clips: int | None = None
+    #: 1 (centre crop) or 3 (both ends and the centre of the long side, averaged).
+    crops: int = 1
     top_k: int = 5
     threshold: float | None = None
     batch_size: int = 8
@@ -58,7 +60,8 @@ def make_job(path: str, prep: Preprocessing, stride: int, options: TagOptions) -
         clips=options.clips,
         short_side=prep.short_side,
         size=prep.size,
-        crop=prep.crop,
+        # Three crops are cut from the resized frames here, after decoding.
+        crop=prep.crop if options.crops == 1 else None,
         max_pixels=options.max_pixels,
         max_duration_s=options.max_duration_s,
     )
@@ -70,11 +73,28 @@ def top_tags(probs: np.ndarray, labels: list[str], top_k: int, threshold: float 
     return tuple(Tag(labels[i], float(probs[i])) for i in order if threshold is None or probs[i] >= threshold)
 
 
+def views(frames: np.ndarray, crop: tuple[int, int] | None, count: int) -> list[np.ndarray]:
+    """``count`` crops of uint8 ``(T, H, W, 3)`` frames along their long side (1: the centre)."""
+    if crop is None:
+        return [frames]
+    height, width = frames.shape[1:3]
+    ch, cw = crop
+    top, left = (height - ch) // 2, (width - cw) // 2
+    if count == 1:
+        return [frames[:, top : top + ch, left : left + cw]]
+    if width >= height:
+        lefts = (0, left, width - cw)
+        return [frames[:, top : top + ch, x : x + cw] for x in lefts]
+    tops = (0, top, height - ch)
+    return [frames[:, y : y + ch, left : left + cw] for y in tops]
+
+
 @dataclass
 class _Pending:
-    """Clips of one video still waiting for the model."""
+    """Views of one video's clips still waiting for the model."""
 
     info: VideoInfo
+    clips: int
     expected: int
     scored: int = 0
     total: np.ndarray | None = None
@@ -143,18 +163,18 @@ def tag(
     options = options or TagOptions()
     jobs = (make_job(path, classifier.prep, classifier.stride, options) for path in paths)
     pending: dict[str, _Pending] = {}
-    batch: deque[Clip] = deque()
+    batch: deque[tuple[str, np.ndarray]] = deque()
     decoder = _Decoder(options.workers, options.timeout_s, decode)
 
     def run_batch(size: int) -> Iterator[VideoResult]:
-        clips = [batch.popleft() for _ in range(min(size, len(batch)))]
-        probs = classifier.predict(np.stack([clip.frames for clip in clips]))
-        for clip, p in zip(clips, probs, strict=False):
-            state = pending[clip.path]
+        items = [batch.popleft() for _ in range(min(size, len(batch)))]
+        probs = classifier.predict(np.stack([frames for _, frames in items]))
+        for (path, _), p in zip(items, probs, strict=True):
+            state = pending[path]
             state.total = p.astype(np.float64) if state.total is None else state.total + p
             state.scored += 1
             if state.scored == state.expected:
-                del pending[clip.path]
+                del pending[path]
                 yield _result(state, classifier, options)
 
     try:
@@ -163,8 +183,9 @@ def tag(
                 yield VideoResult.failed(path, outcome, model=classifier.id)
                 continue
             info, clips = outcome
-            pending[path] = _Pending(info, expected=len(clips))
-            batch.extend(clips)
+            cut = [v for clip in clips for v in views(clip.frames, classifier.prep.crop, options.crops)]
+            pending[path] = _Pending(info, clips=len(clips), expected=len(cut))
+            batch.extend((path, frames) for frames in cut)
             while len(batch) >= options.batch_size:
                 yield from run_batch(options.batch_size)
         while batch:
@@ -179,7 +200,7 @@ def _result(state: _Pending, classifier: Classifier, options: TagOptions) -> Vid
     return VideoResult(
         path=state.info.path,
         tags=top_tags(mean, classifier.labels, options.top_k, options.threshold),
-        clips=state.scored,
+        clips=state.clips,
         duration_s=state.info.duration_s,
         model=classifier.id,
     )

@@ -55,8 +55,13 @@ def uniform_clips(total: int, num_frames: int, stride: int, clips: int) -> list[
     return [clip_indices(s, num_frames, stride, total) for s in unique]
 
 
+def clip_at(total: int, num_frames: int, stride: int, fraction: float) -> list[int]:
+    """One clip starting ``fraction`` (0 to 1) of the way through the possible starts."""
+    span = clip_span(num_frames, stride)
+    start = round(min(1.0, max(0.0, fraction)) * (total - span)) if total >= span else 0
+    return clip_indices(start, num_frames, stride, total)
+
+
 def random_clip(total: int, num_frames: int, stride: int, rng: random.Random) -> list[int]:
     """One clip at a random position (training)."""
-    span = clip_span(num_frames, stride)
-    start = rng.randint(0, total - span) if total >= span else 0
-    return clip_indices(start, num_frames, stride, total)
+    return clip_at(total, num_frames, stride, rng.random())
