@@ -273,6 +273,133 @@ def preview(
     click.echo(f"wrote {gif_path}: {count} clip(s) of the frames the model sees", err=True)
 
 
+@cli.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Model directory to write (e.g. models/NAME).",
+)
+@click.option(
+    "--base",
+    default="MCG-NJU/videomae-base",
+    show_default=True,
+    help="Checkpoint to start from: hub id, alias or directory.",
+)
+@click.option(
+    "--init",
+    type=click.Choice(["pretrained", "small"]),
+    default="pretrained",
+    show_default=True,
+    help="small: a small VideoMAE with random weights, for machines without pretrained weights.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Learning rate [default: 5e-5 from a pretrained base, 1e-3 for --init small].",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Frames between sampled frames; saved with the model.",
+)
+@click.option(
+    "--flip/--no-flip",
+    default=True,
+    show_default=True,
+    help="Random horizontal flips; turn off when left and right matter (swipe left/right).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data-loading processes."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for the split, sampling and weights."
+)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT/checkpoints.")
+@click.option("--push-to-hub", is_flag=True, help="Upload the model to the Hugging Face hub as OUT's name.")
+@click.option("--check-only", is_flag=True, help="Check the dataset, report, and stop.")
+def finetune(data_dir: str, out: str, check_only: bool, **settings: Any) -> None:
+    """Fine-tune a VideoMAE on DATA_DIR (train/ val/ test/ of class folders, or class folders).
+
+    \b
+    Example:
+      vidtag finetune ./my-clips --out models/my-tags
+    """
+    from tagger.train import FinetuneSettings, check
+    from tagger.train import finetune as run_finetune
+
+    options = FinetuneSettings(data_dir=data_dir, out=out, **settings)
+    try:
+        if check_only:
+            data, result = check(options)
+            counts = ", ".join(f"{split} {len(videos)}" for split, videos in data.splits.items())
+            click.echo(f"{len(data.classes)} classes; videos: {counts}")
+            click.echo(result.format())
+            sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+        run_finetune(options)
+    except TaggerError as exc:
+        raise _fail(exc) from None
+    click.echo(f"saved {out}", err=True)
+
+
+@cli.command()
+@click.argument("split_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@model_option
+@click.option("--device", type=DeviceType(), default="auto", show_default=True)
+@click.option(
+    "--clips", type=click.IntRange(1, 64), default=1, show_default=True, help="Clips per video, averaged."
+)
+@click.option(
+    "--three-crop",
+    is_flag=True,
+    help="Average three crops along the long side (the VideoMAE paper's test views).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Folder for the report files [default: print only].",
+)
+def evaluate(
+    split_dir: str, model: str, device: str, clips: int, three_crop: bool, batch_size: int, out: str | None
+) -> None:
+    """Accuracy, per-class scores and confusion matrix of MODEL on SPLIT_DIR/<Class>/videos.
+
+    \b
+    Example:
+      vidtag evaluate data/test -m models/my-tags --clips 4 --three-crop --out report/
+    """
+    from pathlib import Path
+
+    from tagger.report import format_report, write_report
+    from tagger.train import evaluate as run_evaluate
+    from tagger.train import labeled_videos
+
+    try:
+        report = run_evaluate(
+            labeled_videos(split_dir),
+            model,
+            clips=clips,
+            crops=3 if three_crop else 1,
+            device=device,
+            batch_size=batch_size,
+        )
+        click.echo(format_report(report))
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            for path in write_report(report, out, prefix=Path(split_dir).name or "eval"):
+                click.echo(f"wrote {path}", err=True)
+    except TaggerError as exc:
+        raise _fail(exc) from None
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="vidtag")

@@ -37,6 +37,8 @@ class DecodeJob:
     num_frames: int = 16
     stride: int = sampling.DEFAULT_STRIDE
     clips: int | None = None
+    #: When set, one clip this far (0 to 1) through the video instead of uniform clips (training).
+    start_fraction: float | None = None
     short_side: int | None = 224
     size: tuple[int, int] | None = None
     crop: tuple[int, int] | None = None
@@ -208,8 +210,11 @@ def decode_clips(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
     try:
         stream = _video_stream(container, job.path)
         info = _probe_stream(job.path, container, stream, job.max_pixels, job.max_duration_s)
-        count = job.clips or sampling.auto_clip_count(info.duration_s)
-        plan = sampling.uniform_clips(info.frames, job.num_frames, job.stride, count)
+        if job.start_fraction is not None:
+            plan = [sampling.clip_at(info.frames, job.num_frames, job.stride, job.start_fraction)]
+        else:
+            count = job.clips or sampling.auto_clip_count(info.duration_s)
+            plan = sampling.uniform_clips(info.frames, job.num_frames, job.stride, count)
         frames = _Frames(container, stream, info.fps, job.threads)
         try:
             clips = list(_cut(frames, info, plan, job))

@@ -1,7 +1,8 @@
 """A small labeled video dataset made from nothing: moving shapes in UCF101 layout.
 
-A video's class depends on what moves (a disc or a square) and on how it moves (up or
+A video's class depends on what moves (a red or a blue object) and on how it moves (up or
 down), so a model must read both appearance and motion; one frame cannot tell the class.
+The object's shape (disc or square), size, place and the background vary as nuisances.
 Vertical motion survives the horizontal flip used in training.
 """
 
@@ -14,18 +15,21 @@ from pathlib import Path
 import av
 import numpy as np
 
-SHAPES = ("Disc", "Square")
+COLORS = ("Red", "Blue")
 DIRECTIONS = ("Up", "Down")
-CLASSES = tuple(f"{shape}{direction}" for shape in SHAPES for direction in DIRECTIONS)
+CLASSES = tuple(f"{color}{direction}" for color in COLORS for direction in DIRECTIONS)
 
 
 def _frames(label: str, rng: random.Random, count: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
     width, height = size
-    shape = next(s for s in SHAPES if label.startswith(s))
+    red = label.startswith("Red")
     up = label.endswith("Up")
-    background = np.array([rng.randint(0, 90) for _ in range(3)], dtype=np.uint8)
-    color = np.array([rng.randint(150, 255) for _ in range(3)], dtype=np.uint8)
-    radius = rng.randint(height // 10, height // 6)
+    disc = rng.random() < 0.5
+    gray = rng.randint(20, 110)
+    background = np.array([gray + rng.randint(-15, 15) for _ in range(3)], dtype=np.uint8)
+    strong, weak = rng.randint(170, 255), rng.randint(0, 80)
+    color = np.array([strong, weak, weak] if red else [weak, weak, strong], dtype=np.uint8)
+    radius = rng.randint(height // 5, height // 4)
     x = rng.randint(radius, width - radius - 1)
     travel = height - 2 * radius
     yy, xx = np.mgrid[0:height, 0:width]
@@ -35,7 +39,7 @@ def _frames(label: str, rng: random.Random, count: int, size: tuple[int, int]) -
         progress = i / max(1, count - 1)
         y = radius + travel * (1 - progress if up else progress)
         cx = x + 3 * np.sin(i / 3)
-        if shape == "Disc":
+        if disc:
             mask = (xx - cx) ** 2 + (yy - y) ** 2 <= radius**2
         else:
             mask = (np.abs(xx - cx) <= radius) & (np.abs(yy - y) <= radius)

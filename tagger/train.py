@@ -1,0 +1,346 @@
+"""Fine-tuning on a UCF101-layout folder: the clip dataset and the ``transformers.Trainer`` wiring.
+
+Training decodes with the same decoder, clip plan and preprocessing as tagging, so a saved
+model sees at ``vidtag scan`` time exactly the kind of clips it learned from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tagger import datasets, sampling
+from tagger.classify import CLIP_PLAN_FILE, load_spec
+from tagger.decode import DecodeJob, run_job
+from tagger.records import TaggerError
+from tagger.sinks import atomic_open
+from tagger.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, to_model_input
+
+log = logging.getLogger(__name__)
+
+#: The guide's learning rate, for a pretrained base; a small model from scratch needs more.
+PRETRAINED_LR = 5e-5
+SCRATCH_LR = 1e-3
+#: Training rescales the short side to a random size in [256, 320] for a 224 crop (the guide).
+TRAIN_SCALE = (256 / 224, 320 / 224)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Everything ``finetune.py`` takes; defaults follow the Hugging Face guide."""
+
+    data_dir: str
+    out: str
+    base: str = "MCG-NJU/videomae-base"
+    init: str = "pretrained"  # or "small": a small VideoMAE with random weights
+    epochs: int = 4
+    batch_size: int = 8
+    lr: float | None = None
+    stride: int = sampling.DEFAULT_STRIDE
+    flip: bool = True
+    workers: int = 0
+    seed: int = 0
+    resume: bool = False
+    push_to_hub: bool = False
+
+
+def small_config(labels: Sequence[str]) -> Any:
+    """A VideoMAE small enough to train on a laptop CPU in minutes (64 px, 8 frames)."""
+    from transformers import VideoMAEConfig
+
+    return VideoMAEConfig(
+        image_size=64,
+        patch_size=16,
+        num_frames=8,
+        tubelet_size=2,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=256,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+
+
+class ClipDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """One clip per video per item: random position, scale, crop and flip when training;
+    the centre clip resized and centre-cropped for evaluation (deterministic)."""
+
+    def __init__(
+        self,
+        videos: Sequence[datasets.LabeledVideo],
+        classes: Sequence[str],
+        prep: Preprocessing,
+        stride: int,
+        train: bool,
+        flip: bool = True,
+    ) -> None:
+        self.videos = list(videos)
+        self.index = {name: i for i, name in enumerate(classes)}
+        self.prep, self.stride, self.train, self.flip = prep, stride, train, flip
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def job(self, video: datasets.LabeledVideo) -> DecodeJob:
+        prep = self.prep
+        if not self.train:
+            return DecodeJob(
+                video.path,
+                prep.num_frames,
+                self.stride,
+                clips=1,
+                short_side=prep.short_side,
+                size=prep.size,
+                crop=prep.crop,
+            )
+        height, width = prep.input_size
+        low, high = (round(min(height, width) * s) for s in TRAIN_SCALE)
+        return DecodeJob(
+            video.path,
+            prep.num_frames,
+            self.stride,
+            start_fraction=float(torch.rand(())),
+            short_side=int(torch.randint(low, high + 1, ())),
+        )
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        video = self.videos[i]
+        _, clips = run_job(self.job(video))
+        frames = torch.from_numpy(clips[0].frames)
+        if self.train:
+            frames = random_crop(frames, self.prep.input_size)
+            if self.flip and bool(torch.rand(()) < 0.5):
+                frames = frames.flip(-2)
+        return {"pixel_values": to_model_input(frames, self.prep), "labels": self.index[video.label]}
+
+
+def random_crop(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The same random ``size`` window from every frame of ``(T, H, W, 3)``."""
+    height, width = frames.shape[1:3]
+    ch, cw = size
+    top = int(torch.randint(0, height - ch + 1, ()))
+    left = int(torch.randint(0, width - cw + 1, ()))
+    return frames[:, top : top + ch, left : left + cw]
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {
+        "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+        "labels": torch.tensor([item["labels"] for item in items]),
+    }
+
+
+def accuracy(eval_pred: Any) -> dict[str, float]:
+    logits, labels = eval_pred
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def _base_model(
+    settings: FinetuneSettings, classes: Sequence[str]
+) -> tuple[Any, Preprocessing, dict[str, Any]]:
+    """The model to start from, its preprocessing, and the processor config to save with it."""
+    from transformers import AutoModelForVideoClassification, VideoMAEForVideoClassification
+
+    label2id = {name: i for i, name in enumerate(classes)}
+    id2label = dict(enumerate(classes))
+    if settings.init == "small":
+        config = small_config(classes)
+        model = VideoMAEForVideoClassification(config)
+        size = config.image_size
+        processor = {
+            "size": {"shortest_edge": size},
+            "crop_size": {"height": size, "width": size},
+            "image_mean": list(IMAGENET_MEAN),
+            "image_std": list(IMAGENET_STD),
+        }
+        return model, Preprocessing.from_config(processor, config.num_frames, size), processor
+    spec = load_spec(settings.base)
+    model = AutoModelForVideoClassification.from_pretrained(
+        spec.ref.source,
+        label2id=label2id,
+        id2label=id2label,
+        ignore_mismatched_sizes=True,  # a new head sized to the user's classes
+        use_safetensors=True,
+    )
+    prep = spec.prep
+    processor = {
+        "size": {"shortest_edge": prep.short_side}
+        if prep.short_side
+        else {"height": prep.size[0], "width": prep.size[1]},  # type: ignore[index]
+        "crop_size": {"height": prep.input_size[0], "width": prep.input_size[1]},
+        "image_mean": list(prep.mean),
+        "image_std": list(prep.std),
+    }
+    return model, prep, processor
+
+
+def check(settings: FinetuneSettings) -> tuple[datasets.Dataset, datasets.CheckResult]:
+    """Load and check the dataset the way ``finetune`` would, without building a model."""
+    data = datasets.load_dataset(settings.data_dir, seed=settings.seed)
+    num_frames = (
+        small_config(data.classes).num_frames
+        if settings.init == "small"
+        else load_spec(settings.base).prep.num_frames
+    )
+    return data, datasets.check_dataset(data, num_frames, settings.stride)
+
+
+def _mixed_precision() -> tuple[bool, bool]:
+    """(bf16, fp16) for Trainer: mixed precision on CUDA; CPUs train in fp32."""
+    if not torch.cuda.is_available():
+        return False, False
+    bf16 = torch.cuda.is_bf16_supported()
+    return bf16, not bf16
+
+
+def finetune(settings: FinetuneSettings) -> Path:
+    """Train, keep the best epoch by validation accuracy, save and report; returns the model dir."""
+    from transformers import (
+        AutoModelForVideoClassification,
+        Trainer,
+        TrainingArguments,
+        VideoMAEImageProcessor,
+    )
+    from transformers.utils import logging as hf_logging
+
+    from tagger import report as reporting
+
+    hf_logging.disable_progress_bar()
+    out = Path(settings.out)
+    # 1. Data: the user's folders, split without leakage, checked before any training.
+    data, checked = check(settings)
+    log.warning("dataset check: %s", checked.format())
+    if not checked.ok:
+        raise TaggerError("the dataset check found errors (listed above); fix them and run again")
+    if "val" not in data.splits:
+        raise TaggerError(f"{settings.data_dir} has no val/ split: it is needed to pick the best epoch")
+    model, prep, processor = _base_model(settings, data.classes)
+    train_set = ClipDataset(
+        data.splits["train"], data.classes, prep, settings.stride, train=True, flip=settings.flip
+    )
+    val_set = ClipDataset(data.splits["val"], data.classes, prep, settings.stride, train=False)
+
+    # 2. Trainer, with the guide's recipe.
+    bf16, fp16 = _mixed_precision()
+    steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        learning_rate=settings.lr or (SCRATCH_LR if settings.init == "small" else PRETRAINED_LR),
+        warmup_steps=0.1,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // 2),
+        # The best epoch is reloaded below with from_pretrained: Trainer's own reload
+        # (load_best_model_at_end) skips VideoMAE's renamed q/v biases in transformers 5.
+        metric_for_best_model="accuracy",
+        save_total_limit=2,
+        remove_unused_columns=False,
+        dataloader_num_workers=settings.workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        seed=settings.seed,
+        report_to="none",
+        disable_tqdm=True,
+        bf16=bf16,
+        fp16=fp16,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=collate,
+        compute_metrics=accuracy,
+    )
+    trainer.train(resume_from_checkpoint=True if settings.resume else None)
+
+    # 3. Save the best epoch with what tagging needs to cut the same clips.
+    best = trainer.state.best_model_checkpoint
+    if best:
+        model = AutoModelForVideoClassification.from_pretrained(best, use_safetensors=True)
+    model.save_pretrained(str(out))
+    VideoMAEImageProcessor(**processor).save_pretrained(str(out))
+    datasets.save_split(data, out / "split.json")
+    plan = {
+        "frame_stride": settings.stride,
+        "clip_plan": {"train": "one random clip", "eval": "uniform clips over the whole video"},
+        "classes": list(data.classes),
+        "data_fingerprint": datasets.fingerprint(data),
+        "split": "split.json",
+        "settings": asdict(settings),
+    }
+    with atomic_open(out / CLIP_PLAN_FILE) as f:
+        json.dump(plan, f, indent=2)
+
+    # 4. Report on the test split, the way `vidtag scan` sees the videos.
+    if "test" in data.splits:
+        result = evaluate(data.splits["test"], str(out))
+        reporting.write_report(result, out, prefix="test", log_history=trainer.state.log_history)
+        log.warning("test split:\n%s", reporting.format_report(result))
+    if settings.push_to_hub:
+        # The best epoch, not the last one that Trainer holds.
+        model.push_to_hub(out.name)
+        VideoMAEImageProcessor(**processor).push_to_hub(out.name)
+    return out
+
+
+def labeled_videos(folder: str | Path) -> list[datasets.LabeledVideo]:
+    """Videos of one split folder (``<folder>/<Class>/*``), labeled by their class folder."""
+    from tagger.discover import discover
+
+    root = Path(folder)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise TaggerError(f"{folder} has no class folders (expected {folder}/<Class>/<video>)")
+    return [
+        datasets.LabeledVideo(path=f.path, label=name, group=f"{name}/{Path(f.path).stem}")
+        for name in classes
+        for f in discover([root / name])
+    ]
+
+
+def evaluate(
+    videos: Sequence[datasets.LabeledVideo],
+    model: str,
+    clips: int | None = 1,
+    crops: int = 1,
+    device: str = "auto",
+    batch_size: int = 8,
+) -> Any:
+    """Accuracy and per-class metrics of ``model`` on labeled videos, through the tagging pipeline.
+
+    ``clips=1, crops=1`` is the single-clip score; more clips and ``crops=3`` give the
+    VideoMAE paper's multi-view evaluation (scores averaged over all views).
+    """
+    from tagger.classify import load_classifier
+    from tagger.pipeline import TagOptions, tag
+    from tagger.report import evaluate_predictions
+
+    classifier = load_classifier(model, device=device)
+    unknown = sorted({v.label for v in videos} - set(classifier.labels))
+    if unknown:
+        raise TaggerError(
+            f"the model has no label for: {', '.join(unknown)} (its labels: {classifier.labels})"
+        )
+    truth = {v.path: classifier.labels.index(v.label) for v in videos}
+    options = TagOptions(clips=clips, crops=crops, top_k=1, batch_size=batch_size)
+    y_true, y_pred = [], []
+    for result in tag(list(truth), classifier, options):
+        if not result.ok:
+            log.warning("not evaluated: %s: %s", result.path, result.error)
+            continue
+        y_true.append(truth[result.path])
+        y_pred.append(classifier.labels.index(result.tags[0].label))
+    return evaluate_predictions(y_true, y_pred, classifier.labels)
