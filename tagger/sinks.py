@@ -107,9 +107,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
     target = Path(path)
     folder = target.parent
     try:
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp", dir=folder
-        )
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
         raise _cannot_write(target, e) from e
     tmp = Path(tmp_name)
@@ -176,9 +174,7 @@ def _write_parquet(path: str, rows: Iterable[dict[str, Any]]) -> int:
     return len(frame)
 
 
-def write_table(
-    path: str, rows: Iterable[dict[str, Any]], stdout: IO[str] | None = None
-) -> int:
+def write_table(path: str, rows: Iterable[dict[str, Any]], stdout: IO[str] | None = None) -> int:
     """Write rows in ``FIELDS`` order to ``path`` (``-``: CSV on stdout); return the count."""
     fmt = table_format(path)
     if path == "-":
@@ -229,8 +225,7 @@ def write_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> s
     reason = _foreign_reason(path)
     if reason is not None:
         raise OutputError(
-            f"{path!r} already exists and {reason}; vidtag will not overwrite a file it did "
-            "not write"
+            f"{path!r} already exists and {reason}; vidtag will not overwrite a file it did not write"
         )
     doc: dict[str, Any] = {"generator": _GENERATOR, **result.row()}
     doc["tags"] = [{"label": t.label, "score": round(t.score, 6)} for t in result.tags]

@@ -64,9 +64,7 @@ class StateStore:
         except sqlite3.DatabaseError as e:
             self._conn.close()
             if isinstance(e, sqlite3.OperationalError):
-                raise TaggerError(
-                    f"cannot open state database {self.path!r}: {e}"
-                ) from e
+                raise TaggerError(f"cannot open state database {self.path!r}: {e}") from e
             raise TaggerError(
                 f"{self.path!r} is not a vidtag state database ({e}); "
                 "choose another state file or move that one away"
@@ -94,9 +92,7 @@ class StateStore:
             if version == 0:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
                 if tables - {"results"}:
-                    raise TaggerError(
-                        f"{self.path!r} is an SQLite database but not a vidtag state database"
-                    )
+                    raise TaggerError(f"{self.path!r} is an SQLite database but not a vidtag state database")
                 conn.execute(_SCHEMA)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")

@@ -65,6 +65,7 @@ def write_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[
 def make_dataset(
     root: str | Path,
     per_split: dict[str, int] | None = None,
+    classes: tuple[str, ...] = CLASSES,
     seed: int = 0,
     fps: int = 12,
     seconds: float = 3.0,
@@ -79,7 +80,7 @@ def make_dataset(
     rng = random.Random(seed)
     group = 0
     for split, count in per_split.items():
-        for label in CLASSES:
+        for label in classes:
             folder = root / split / label
             folder.mkdir(parents=True, exist_ok=True)
             for _ in range(count):

@@ -1,0 +1,171 @@
+"""Fine-tuning end to end on generated videos: data pipeline, a real short training run, and
+the saved directory used three ways (vidtag scan, transformers.pipeline, --base)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tagger import datasets
+from tagger.cli import cli
+from tagger.synth import make_dataset
+from tagger.train import ClipDataset, random_crop
+from tagger.transforms import Preprocessing
+
+TWO_CLASSES = ("BlueDown", "RedUp")
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    return make_dataset(root, per_split={"train": 10, "val": 3, "test": 5}, classes=TWO_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, synth_data: Path) -> Path:
+    out = tmp_path_factory.mktemp("models") / "two"
+    result = CliRunner().invoke(
+        cli,
+        ["finetune", str(synth_data), "--out", str(out), "--init", "small", "--epochs", "12", "--lr", "2e-3"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _prep() -> Preprocessing:
+    return Preprocessing.from_config(
+        {"size": {"shortest_edge": 64}, "crop_size": {"height": 64, "width": 64}}, num_frames=8, image_size=64
+    )
+
+
+def test_clip_dataset_items_have_model_shapes_and_ranges(synth_data):
+    data = datasets.load_dataset(synth_data)
+    train = ClipDataset(data.splits["train"], data.classes, _prep(), stride=4, train=True)
+    evaluation = ClipDataset(data.splits["val"], data.classes, _prep(), stride=4, train=False)
+    item = train[0]
+    assert item["pixel_values"].shape == (8, 3, 64, 64)
+    assert item["pixel_values"].dtype == torch.float32
+    # Normalized with ImageNet statistics: [0, 1] maps to about [-2.1, 2.6].
+    assert -2.2 < float(item["pixel_values"].min()) < 0 < float(item["pixel_values"].max()) < 2.7
+    assert item["labels"] == data.classes.index(data.splits["train"][0].label)
+
+    first, again = evaluation[1], evaluation[1]
+    assert torch.equal(first["pixel_values"], again["pixel_values"])  # evaluation is deterministic
+    torch.manual_seed(1)
+    a = train[1]["pixel_values"]
+    torch.manual_seed(2)
+    b = train[1]["pixel_values"]
+    assert not torch.equal(a, b)  # training is augmented
+
+
+def test_flip_can_be_turned_off(synth_data, monkeypatch):
+    data = datasets.load_dataset(synth_data)
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.tensor(0.0))  # "always flip" if allowed
+    torch.manual_seed(0)  # the same scale and crop for both
+    flipped = ClipDataset(data.splits["train"][:1], data.classes, _prep(), 4, train=True, flip=True)[0]
+    torch.manual_seed(0)
+    kept = ClipDataset(data.splits["train"][:1], data.classes, _prep(), 4, train=True, flip=False)[0]
+    assert torch.equal(flipped["pixel_values"], kept["pixel_values"].flip(-1))
+    assert not torch.equal(flipped["pixel_values"], kept["pixel_values"])
+
+
+def test_random_crop_is_one_window_for_all_frames():
+    frames = torch.arange(4 * 10 * 12 * 3).reshape(4, 10, 12, 3)
+    crop = random_crop(frames, (6, 5))
+    assert crop.shape == (4, 6, 5, 3)
+    top = int((crop[0, 0, 0, 0] - frames[0, 0, 0, 0]) // (12 * 3))
+    left = int((crop[0, 0, 0, 0] - frames[0, top, 0, 0]) // 3)
+    assert torch.equal(crop, frames[:, top : top + 6, left : left + 5])
+
+
+def test_training_learns_and_saves_a_usable_model(trained, synth_data):
+    report = json.loads((trained / "test_report.json").read_text())
+    # Two classes: chance is 0.5, a broken pipeline (shuffled labels, wrong frames) stays near it.
+    assert report["accuracy"] >= 0.9
+    for name in ("test_per_class.csv", "test_confusion.csv", "test_confusion.png", "training_curve.png"):
+        assert (trained / name).is_file()
+    plan = json.loads((trained / "vidtag.json").read_text())
+    assert plan["frame_stride"] == 4
+    assert plan["classes"] == list(TWO_CLASSES)
+    assert plan["data_fingerprint"] == datasets.fingerprint(datasets.load_dataset(synth_data))
+    assert (trained / "model.safetensors").is_file() and not (trained / "pytorch_model.bin").exists()
+
+
+def test_saved_model_tags_with_vidtag_scan(trained, synth_data, tmp_path):
+    out = tmp_path / "labels.csv"
+    result = CliRunner().invoke(cli, ["scan", str(synth_data / "test"), "-m", str(trained), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 10
+    right = sum(r["label"] == Path(r["path"]).parent.name for r in rows)
+    assert right >= 9
+
+
+def test_saved_model_loads_in_the_transformers_pipeline(trained, synth_data):
+    from transformers import pipeline
+
+    classify = pipeline("video-classification", model=str(trained))
+    video = next((synth_data / "test" / "RedUp").iterdir())
+    top = classify(str(video), top_k=2)
+    assert {t["label"] for t in top} == set(TWO_CLASSES)
+
+
+def test_saved_model_is_a_base_for_another_run(trained, synth_data, tmp_path):
+    out = tmp_path / "again"
+    result = CliRunner().invoke(
+        cli, ["finetune", str(synth_data), "--out", str(out), "--base", str(trained), "--epochs", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == list(TWO_CLASSES)
+    assert json.loads((out / "vidtag.json").read_text())["settings"]["base"] == str(trained)
+
+
+def test_evaluate_multi_view(trained, synth_data, tmp_path):
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(synth_data / "test"),
+            "-m",
+            str(trained),
+            "--clips",
+            "2",
+            "--three-crop",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "accuracy:" in result.stdout
+    report = json.loads((tmp_path / "test_report.json").read_text())
+    assert report["count"] == 10 and report["accuracy"] >= 0.9
+
+
+def test_check_only_reports_problems(tmp_path, synth_data):
+    bad = tmp_path / "bad"
+    for split in ("train", "val", "test"):
+        for label in TWO_CLASSES:
+            (bad / split / label).mkdir(parents=True)
+    source = next((synth_data / "train" / "RedUp").iterdir())
+    (bad / "train" / "RedUp" / "a.mp4").write_bytes(source.read_bytes())
+    (bad / "test" / "RedUp" / "copy.mp4").write_bytes(source.read_bytes())
+    (bad / "train" / "BlueDown" / "broken.mp4").write_text("not a video")
+    result = CliRunner().invoke(
+        cli, ["finetune", str(bad), "--out", str(tmp_path / "m"), "--init", "small", "--check-only"]
+    )
+    assert result.exit_code == 1
+    assert "broken.mp4" in result.output and "copy.mp4" in result.output
+    assert not (tmp_path / "m").exists()
+
+    good = CliRunner().invoke(
+        cli, ["finetune", str(synth_data), "--out", str(tmp_path / "m"), "--init", "small", "--check-only"]
+    )
+    assert good.exit_code == 0, good.output
+    assert "2 classes" in good.output
