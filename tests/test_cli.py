@@ -275,3 +275,18 @@ def test_killed_run_resumes_with_every_video_exactly_once(tmp_path, video_factor
     assert sorted(Path(r["path"]).name for r in rows) == names
     assert all(r["status"] == "ok" for r in rows)
     assert "already tagged" in rerun.stderr
+
+
+def test_scan_of_the_real_sample_library(real_data, tiny_model, tmp_path):
+    """Every real sample file gets a row; only the deliberately corrupted one is an error."""
+    from tagger.discover import discover
+
+    expected = {f.path for f in discover([str(real_data)])}
+    out = tmp_path / "real.csv"
+    result = run("scan", str(real_data), "-m", str(tiny_model), "-o", str(out))
+    rows = _rows(out.read_text())
+    assert {r["path"] for r in rows} == expected and len(rows) == len(expected) >= 100
+    errors = {Path(r["path"]).name: r["error"] for r in rows if r["status"] != "ok"}
+    assert list(errors) == ["corrupted.mp4"]
+    assert "Invalid data" in errors["corrupted.mp4"]
+    assert result.exit_code == 1
