@@ -72,7 +72,10 @@ def resolve_model(ref: str) -> ModelRef:
     return ModelRef(ref, ref, False)
 
 
-def _offline_error(ref: ModelRef, exc: Exception) -> ModelLoadError:
+def model_load_error(ref: ModelRef, exc: Exception) -> ModelLoadError:
+    """The error for a checkpoint that cannot be loaded: for a hub model, how to get it offline."""
+    if ref.local:
+        return ModelLoadError(f"cannot load the model in {ref.source}: {exc}")
     return ModelLoadError(
         f"cannot load model '{ref.name}' ({ref.source}) from the Hugging Face hub or its local cache"
         f" ({type(exc).__name__}). Pass a local model directory with --model DIR, or fill the cache"
@@ -103,9 +106,7 @@ def load_config(ref: ModelRef) -> Any:
     try:
         return AutoConfig.from_pretrained(ref.source)
     except (OSError, ValueError) as exc:
-        if ref.local:
-            raise ModelLoadError(f"cannot read the config of {ref.source}: {exc}") from None
-        raise _offline_error(ref, exc) from None
+        raise model_load_error(ref, exc) from None
 
 
 def labels_of(config: Any) -> list[str]:
@@ -248,9 +249,7 @@ def load_classifier(model: str = DEFAULT_MODEL, device: str = "auto", precision:
             dtype=dtype,
         )
     except (OSError, ValueError) as exc:
-        if ref.local:
-            raise ModelLoadError(f"cannot load the weights of {ref.source}: {exc}") from None
-        raise _offline_error(ref, exc) from None
+        raise model_load_error(ref, exc) from None
     net.eval().to(torch_device)
     log.info("loaded %s on %s as %s", ref.name, torch_device, str(dtype).removeprefix("torch."))
     fingerprint = _fingerprint(ref, spec.config)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tagger import datasets, sampling
-from tagger.classify import CLIP_PLAN_FILE, load_spec
+from tagger.classify import CLIP_PLAN_FILE, load_spec, model_load_error
 from tagger.decode import DecodeJob, run_job
 from tagger.records import TaggerError
 from tagger.sinks import atomic_open
@@ -165,13 +165,16 @@ def _base_model(
         }
         return model, Preprocessing.from_config(processor, config.num_frames, size), processor
     spec = load_spec(settings.base)
-    model = AutoModelForVideoClassification.from_pretrained(
-        spec.ref.source,
-        label2id=label2id,
-        id2label=id2label,
-        ignore_mismatched_sizes=True,  # a new head sized to the user's classes
-        use_safetensors=True,
-    )
+    try:
+        model = AutoModelForVideoClassification.from_pretrained(
+            spec.ref.source,
+            label2id=label2id,
+            id2label=id2label,
+            ignore_mismatched_sizes=True,  # a new head sized to the user's classes
+            use_safetensors=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise model_load_error(spec.ref, exc) from None
     prep = spec.prep
     processor = {
         "size": {"shortest_edge": prep.short_side}
@@ -267,6 +270,8 @@ def finetune(settings: FinetuneSettings) -> Path:
         data_collator=collate,
         compute_metrics=accuracy,
     )
+    if settings.resume and not any((out / "checkpoints").glob("checkpoint-*")):
+        raise TaggerError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
     trainer.train(resume_from_checkpoint=True if settings.resume else None)
 
     # 3. Save the best epoch with what tagging needs to cut the same clips.

@@ -169,3 +169,32 @@ def test_check_only_reports_problems(tmp_path, synth_data):
     )
     assert good.exit_code == 0, good.output
     assert "2 classes" in good.output
+
+
+def test_resume_continues_from_the_last_checkpoint(synth_data, tmp_path):
+    out = tmp_path / "m"
+    base = ["finetune", str(synth_data), "--out", str(out), "--init", "small"]
+    assert CliRunner().invoke(cli, [*base, "--epochs", "1"]).exit_code == 0
+    first = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*"))
+    resumed = CliRunner().invoke(cli, [*base, "--epochs", "2", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    checkpoints = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert len(first) == 1 and first[0] in checkpoints and len(checkpoints) == 2
+    assert (
+        max(json.loads(p.read_text())["epoch"] for p in (out / "checkpoints").glob("*/trainer_state.json"))
+        == 2
+    )
+
+    fresh = CliRunner().invoke(
+        cli, ["finetune", str(synth_data), "--out", str(tmp_path / "new"), "--resume", "--init", "small"]
+    )
+    assert fresh.exit_code == 1 and "no checkpoint" in fresh.output
+
+
+def test_unreachable_base_model_is_a_clear_error(synth_data, tmp_path):
+    result = CliRunner().invoke(
+        cli, ["finetune", str(synth_data), "--out", str(tmp_path / "m"), "--base", "some-org/not-cached"]
+    )
+    assert result.exit_code == 2
+    assert "some-org/not-cached" in result.output and "--model DIR" in result.output
+    assert "Traceback" not in result.output
