@@ -21,7 +21,7 @@ from tagger.classify import CLIP_PLAN_FILE, load_spec, model_load_error
 from tagger.decode import DecodeJob, run_job
 from tagger.records import TaggerError
 from tagger.sinks import atomic_open
-from tagger.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, to_model_input
+from tagger.transforms import Preprocessing, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -145,46 +145,27 @@ def accuracy(eval_pred: Any) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
-def _base_model(
-    settings: FinetuneSettings, classes: Sequence[str]
-) -> tuple[Any, Preprocessing, dict[str, Any]]:
-    """The model to start from, its preprocessing, and the processor config to save with it."""
+def _base_model(settings: FinetuneSettings, classes: Sequence[str]) -> tuple[Any, Preprocessing]:
+    """The model to start from and its preprocessing."""
     from transformers import AutoModelForVideoClassification, VideoMAEForVideoClassification
 
-    label2id = {name: i for i, name in enumerate(classes)}
-    id2label = dict(enumerate(classes))
     if settings.init == "small":
         config = small_config(classes)
-        model = VideoMAEForVideoClassification(config)
         size = config.image_size
-        processor = {
-            "size": {"shortest_edge": size},
-            "crop_size": {"height": size, "width": size},
-            "image_mean": list(IMAGENET_MEAN),
-            "image_std": list(IMAGENET_STD),
-        }
-        return model, Preprocessing.from_config(processor, config.num_frames, size), processor
+        prep = Preprocessing(num_frames=config.num_frames, short_side=size, crop=(size, size))
+        return VideoMAEForVideoClassification(config), prep
     spec = load_spec(settings.base)
     try:
         model = AutoModelForVideoClassification.from_pretrained(
             spec.ref.source,
-            label2id=label2id,
-            id2label=id2label,
+            label2id={name: i for i, name in enumerate(classes)},
+            id2label=dict(enumerate(classes)),
             ignore_mismatched_sizes=True,  # a new head sized to the user's classes
             use_safetensors=True,
         )
     except (OSError, ValueError) as exc:
         raise model_load_error(spec.ref, exc) from None
-    prep = spec.prep
-    processor = {
-        "size": {"shortest_edge": prep.short_side}
-        if prep.short_side
-        else {"height": prep.size[0], "width": prep.size[1]},  # type: ignore[index]
-        "crop_size": {"height": prep.input_size[0], "width": prep.input_size[1]},
-        "image_mean": list(prep.mean),
-        "image_std": list(prep.std),
-    }
-    return model, prep, processor
+    return model, spec.prep
 
 
 def check(settings: FinetuneSettings) -> tuple[datasets.Dataset, datasets.CheckResult]:
@@ -208,12 +189,7 @@ def _mixed_precision() -> tuple[bool, bool]:
 
 def finetune(settings: FinetuneSettings) -> Path:
     """Train, keep the best epoch by validation accuracy, save and report; returns the model dir."""
-    from transformers import (
-        AutoModelForVideoClassification,
-        Trainer,
-        TrainingArguments,
-        VideoMAEImageProcessor,
-    )
+    from transformers import AutoModelForVideoClassification, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     from tagger import report as reporting
@@ -227,7 +203,7 @@ def finetune(settings: FinetuneSettings) -> Path:
         raise TaggerError("the dataset check found errors (listed above); fix them and run again")
     if "val" not in data.splits:
         raise TaggerError(f"{settings.data_dir} has no val/ split: it is needed to pick the best epoch")
-    model, prep, processor = _base_model(settings, data.classes)
+    model, prep = _base_model(settings, data.classes)
     train_set = ClipDataset(
         data.splits["train"], data.classes, prep, settings.stride, train=True, flip=settings.flip
     )
@@ -279,7 +255,8 @@ def finetune(settings: FinetuneSettings) -> Path:
     if best:
         model = AutoModelForVideoClassification.from_pretrained(best, use_safetensors=True)
     model.save_pretrained(str(out))
-    VideoMAEImageProcessor(**processor).save_pretrained(str(out))
+    with atomic_open(out / "preprocessor_config.json") as f:
+        json.dump(prep.to_config(), f, indent=2)
     datasets.save_split(data, out / "split.json")
     plan = {
         "frame_stride": settings.stride,
@@ -299,8 +276,11 @@ def finetune(settings: FinetuneSettings) -> Path:
         log.warning("test split:\n%s", reporting.format_report(result))
     if settings.push_to_hub:
         # The best epoch, not the last one that Trainer holds.
-        model.push_to_hub(out.name)
-        VideoMAEImageProcessor(**processor).push_to_hub(out.name)
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        repo = api.create_repo(out.name, exist_ok=True).repo_id
+        api.upload_folder(repo_id=repo, folder_path=str(out), ignore_patterns=["checkpoints/*"])
     return out
 
 

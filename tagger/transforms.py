@@ -51,6 +51,29 @@ class Preprocessing:
             std=tuple(processor.get("image_std", IMAGENET_STD)) if do_normalize else (1.0, 1.0, 1.0),
         )
 
+    def to_config(self) -> dict[str, Any]:
+        """A ``preprocessor_config.json`` that transformers' VideoMAE processor reads the same way."""
+        size = (
+            {"height": self.size[0], "width": self.size[1]}
+            if self.size
+            else {"shortest_edge": self.short_side}
+        )
+        config: dict[str, Any] = {
+            "image_processor_type": "VideoMAEImageProcessor",
+            "do_resize": True,
+            "size": size,
+            "resample": 2,  # bilinear
+            "do_center_crop": self.crop is not None,
+            "do_rescale": True,
+            "rescale_factor": self.rescale,
+            "do_normalize": True,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+        }
+        if self.crop:
+            config["crop_size"] = {"height": self.crop[0], "width": self.crop[1]}
+        return config
+
     @property
     def input_size(self) -> tuple[int, int]:
         """Height and width of the tensors the model gets."""
