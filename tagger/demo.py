@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     out, data = ROOT / args.out, ROOT / args.out / "data"
 
     if not (data / "test").is_dir():
-        make_dataset(data)
+        make_dataset(data, per_split={"train": 16, "val": 8, "test": 6})
     classes = ", ".join(p.name for p in sorted((data / "test").iterdir()))
     print(f"dataset: {data} (train/val/test of {classes})")
 

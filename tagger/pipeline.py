@@ -7,14 +7,17 @@ a short video; a video's score is the mean of its clips' probabilities.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +30,12 @@ if TYPE_CHECKING:
 
 
 Decoded = tuple[VideoInfo, list[Clip]]
+#: How often a quiet source is asked again while files are in flight.
+IDLE_POLL_S = 0.1
+#: After a stop request, how long files already decoding may take to finish.
+DRAIN_S = 3.0
+STOP_POLL_S = 0.5
+_END = object()
 
 
 def default_workers() -> int:
@@ -116,24 +125,46 @@ class _Decoder:
         self.pool.stop()
         self.pool.join()
 
-    def run(self, jobs: Iterable[DecodeJob]) -> Iterator[tuple[str, Decoded | str]]:
-        """Yield ``(path, (info, clips))`` or ``(path, error message)`` as files finish."""
+    def run(
+        self, jobs: Iterable[DecodeJob | None], stop: threading.Event | None = None
+    ) -> Iterator[tuple[str, Decoded | str] | None]:
+        """Yield ``(path, (info, clips))`` or ``(path, error message)`` as files finish.
+
+        A ``None`` job means the source has nothing right now (a watched folder is quiet):
+        once the files in flight are done, ``None`` is yielded so the caller can flush.
+        After ``stop`` is set no new job starts; files in flight get ``DRAIN_S`` to finish.
+        """
         todo = iter(jobs)
-        running: dict[object, str] = {}
+        running: dict[Any, str] = {}
         exhausted = False
+        deadline = math.inf
         while True:
+            idle = False
+            if stop is not None and stop.is_set() and deadline == math.inf:
+                exhausted, deadline = True, time.monotonic() + DRAIN_S
             while not exhausted and len(running) < self.window:
-                job = next(todo, None)
-                if job is None:
-                    exhausted = True
-                    break
-                running[self.pool.schedule(self.worker, args=(job,), timeout=self.timeout_s)] = job.path
+                job = next(todo, _END)
+                if isinstance(job, DecodeJob):
+                    future = self.pool.schedule(self.worker, args=(job,), timeout=self.timeout_s)
+                    running[future] = job.path
+                    continue
+                exhausted, idle = job is _END, job is None
+                break
             if not running:
+                if exhausted:
+                    return
+                yield None
+                continue
+            # With a stop event, wake up now and then so a stop request is seen promptly.
+            timeout = IDLE_POLL_S if idle else (None if stop is None else STOP_POLL_S)
+            if deadline < math.inf:
+                timeout = max(0.0, deadline - time.monotonic())
+            done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+            for finished in done:
+                path = running.pop(finished)
+                yield path, self._outcome(finished)
+            if time.monotonic() >= deadline:
                 return
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)  # type: ignore[arg-type]
-            for future in done:
-                path = running.pop(future)
-                yield path, self._outcome(future)
 
     def _outcome(self, future: object) -> Decoded | str:
         import pebble
@@ -151,17 +182,24 @@ class _Decoder:
 
 
 def tag(
-    paths: Iterable[str],
+    paths: Iterable[str | None],
     classifier: Classifier,
     options: TagOptions | None = None,
     decode: Callable[[DecodeJob], Decoded] = run_job,
+    stop: threading.Event | None = None,
 ) -> Iterator[VideoResult]:
     """Tag each path; results come in completion order, errors as ``status="error"`` results.
 
-    ``decode`` runs in the worker processes; it must be a picklable top-level function.
+    ``paths`` may be endless (a watched folder) and may yield ``None`` when it has nothing
+    new, which flushes clips waiting for a full batch. Setting ``stop`` ends the stream soon:
+    files not finished by then yield nothing. ``decode`` runs in the worker processes; it
+    must be a picklable top-level function.
     """
     options = options or TagOptions()
-    jobs = (make_job(path, classifier.prep, classifier.stride, options) for path in paths)
+    jobs = (
+        None if path is None else make_job(path, classifier.prep, classifier.stride, options)
+        for path in paths
+    )
     pending: dict[str, _Pending] = {}
     batch: deque[tuple[str, np.ndarray]] = deque()
     decoder = _Decoder(options.workers, options.timeout_s, decode)
@@ -178,7 +216,12 @@ def tag(
                 yield _result(state, classifier, options)
 
     try:
-        for path, outcome in decoder.run(jobs):
+        for item in decoder.run(jobs, stop):
+            if item is None:
+                while batch:
+                    yield from run_batch(options.batch_size)
+                continue
+            path, outcome = item
             if isinstance(outcome, str):
                 yield VideoResult.failed(path, outcome, model=classifier.id)
                 continue
