@@ -97,9 +97,19 @@ def clip_options(f: F) -> F:
     )(f)
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+def _setup_logging(verbose: int, daemon: bool = False) -> None:
+    """Warnings for one-off commands; for the daemon, info lines with timestamps."""
+    level = (logging.INFO if daemon else logging.WARNING) - 10 * verbose
+    handler: logging.Handler
+    if daemon and sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, log_time_format="%Y-%m-%d %H:%M:%S")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(levelname)s %(message)s" if daemon else "%(levelname)s %(name)s: %(message)s"
+        handler.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def _fail(exc: TaggerError) -> click.ClickException:
@@ -111,9 +121,77 @@ def _fail(exc: TaggerError) -> click.ClickException:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vidtag")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Tag videos with what happens in them (VideoMAE over the whole video)."""
-    _setup_logging(verbose)
+    _setup_logging(verbose, daemon=ctx.invoked_subcommand == "watch")
+
+
+def tagging_options(f: F) -> F:
+    """What scan and watch share: the model, the clips, what to keep, and the decoders."""
+    for option in reversed(
+        [
+            click.option(
+                "--top-k",
+                type=click.IntRange(min=1),
+                default=5,
+                show_default=True,
+                help="Labels kept per video.",
+            ),
+            click.option(
+                "--threshold",
+                type=click.FloatRange(0, 1),
+                default=None,
+                help="Drop labels scoring under this.",
+            ),
+            click.option(
+                "--batch-size",
+                type=click.IntRange(min=1),
+                default=8,
+                show_default=True,
+                help="Clips per forward pass.",
+            ),
+            click.option(
+                "--workers",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Decode processes [default: cores/2].",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=1),
+                default=120.0,
+                show_default=True,
+                help="Seconds allowed to decode one file.",
+            ),
+            click.option(
+                "--include", multiple=True, metavar="GLOB", help="Only files matching GLOB (repeatable)."
+            ),
+            click.option(
+                "--exclude", multiple=True, metavar="GLOB", help="Skip files and folders matching GLOB."
+            ),
+            click.option(
+                "--sidecar", is_flag=True, help="Also write <video>.<ext>.vidtag.json next to each video."
+            ),
+        ]
+    ):
+        f = option(f)
+    return clip_options(inference_options(f))
+
+
+def _tag_options(params: dict[str, Any]) -> Any:
+    from tagger.pipeline import TagOptions, default_workers
+
+    return TagOptions(
+        clips=params["clips"],
+        top_k=params["top_k"],
+        threshold=params["threshold"],
+        batch_size=params["batch_size"],
+        workers=params["workers"] or default_workers(),
+        timeout_s=params["timeout"],
+        max_pixels=params["max_pixels"],
+        max_duration_s=params["max_duration"],
+    )
 
 
 @cli.command()
@@ -125,30 +203,7 @@ def cli(verbose: int) -> None:
     help="Table to write: .csv, .jsonl or .parquet; '-' for CSV on stdout "
     "[default: stdout unless --sidecar].",
 )
-@click.option("--sidecar", is_flag=True, help="Also write <video>.<ext>.vidtag.json next to each video.")
-@inference_options
-@clip_options
-@click.option(
-    "--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Labels kept per video."
-)
-@click.option(
-    "--threshold", type=click.FloatRange(0, 1), default=None, help="Drop labels scoring under this."
-)
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per forward pass."
-)
-@click.option(
-    "--workers", type=click.IntRange(min=1), default=None, help="Decode processes [default: cores/2]."
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=120.0,
-    show_default=True,
-    help="Seconds allowed to decode one file.",
-)
-@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching GLOB (repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files and folders matching GLOB.")
+@tagging_options
 @click.option("--hidden", is_flag=True, help="Also scan dot-files and dot-folders.")
 @click.option(
     "--state",
@@ -157,27 +212,7 @@ def cli(verbose: int) -> None:
     help="SQLite file of finished videos [default: next to the output, OUTPUT.vidtag.db].",
 )
 @click.option("--force", is_flag=True, help="Re-tag videos the state file already has.")
-def scan(
-    paths: tuple[str, ...],
-    output: str | None,
-    sidecar: bool,
-    model: str,
-    device: str,
-    precision: str,
-    clips: int | None,
-    max_pixels: int,
-    max_duration: float,
-    top_k: int,
-    threshold: float | None,
-    batch_size: int,
-    workers: int | None,
-    timeout: float,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    hidden: bool,
-    state: str | None,
-    force: bool,
-) -> None:
+def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: bool, **params: Any) -> None:
     """Tag every video under PATHS and write one row per video.
 
     \b
@@ -187,26 +222,18 @@ def scan(
     from tagger import progress
     from tagger.classify import load_classifier
     from tagger.discover import discover
-    from tagger.pipeline import TagOptions, default_workers
     from tagger.scan import default_state_path
     from tagger.scan import scan as run_scan
     from tagger.state import StateStore
 
+    sidecar = params["sidecar"]
     if output is None and not sidecar:
         output = "-"
-    files = list(discover(paths, include=include, exclude=exclude, hidden=hidden))
-    options = TagOptions(
-        clips=clips,
-        top_k=top_k,
-        threshold=threshold,
-        batch_size=batch_size,
-        workers=workers or default_workers(),
-        timeout_s=timeout,
-        max_pixels=max_pixels,
-        max_duration_s=max_duration,
+    files = list(
+        discover(paths, include=params["include"], exclude=params["exclude"], hidden=params["hidden"])
     )
     try:
-        classifier = load_classifier(model, device=device, precision=precision)
+        classifier = load_classifier(params["model"], device=params["device"], precision=params["precision"])
         with (
             StateStore(state or default_state_path(output)) as store,
             progress.Reporter(len(files)) as report,
@@ -215,7 +242,7 @@ def scan(
                 files,
                 classifier,
                 store,
-                options,
+                _tag_options(params),
                 output=output,
                 sidecar=sidecar,
                 force=force,
@@ -225,6 +252,132 @@ def scan(
         raise _fail(exc) from None
     progress.print_summary(summary)
     sys.exit(EXIT_OK if summary.ok else EXIT_FAILED)
+
+
+def _append_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    value = _output_path(ctx, param, value)
+    if value is not None and (value == "-" or value.lower().endswith(".parquet")):
+        raise click.BadParameter("watch appends rows as videos finish: use a .csv or .jsonl file")
+    return value
+
+
+@cli.command()
+@click.argument(
+    "roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=str)
+)
+@click.option("-o", "--output", callback=_append_path, help="CSV or JSONL file that rows are appended to.")
+@tagging_options
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="SQLite state [default: OUTPUT.vidtag.db, or ROOT/.vidtag.db without --output].",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds a file's size and mtime must stay unchanged before it is tagged.",
+)
+@click.option(
+    "--rescan",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds between full rescans that catch events the observer missed.",
+)
+@click.option(
+    "--poll/--no-poll", default=None, help="Poll instead of inotify [default: poll only on NFS/SMB/FUSE]."
+)
+@click.option(
+    "--on-delete",
+    type=click.Choice(["keep", "remove"]),
+    default="keep",
+    show_default=True,
+    help="keep: mark a deleted video's row removed; remove: drop it and its sidecar.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Times a settled file that fails to decode is tried again (with back-off).",
+)
+@click.option(
+    "--status-every",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between status lines in the log.",
+)
+def watch(
+    roots: tuple[str, ...],
+    output: str | None,
+    state: str | None,
+    settle: float,
+    rescan: float,
+    poll: bool | None,
+    on_delete: str,
+    retries: int,
+    status_every: float,
+    **params: Any,
+) -> None:
+    """Tag each new video under ROOTS once it has finished arriving; runs until stopped.
+
+    \b
+    Example:
+      vidtag watch /media/library -o /var/lib/vidtag/labels.csv
+    """
+    import os
+    import signal
+    import threading
+
+    from tagger.classify import load_classifier
+    from tagger.daemon import Daemon, WatchOptions
+    from tagger.sinks import Appender
+    from tagger.state import StateStore
+
+    if output is None and not params["sidecar"]:
+        raise click.UsageError("nothing to write: give --output FILE and/or --sidecar")
+    state = state or (output + ".vidtag.db" if output else os.path.join(roots[0], ".vidtag.db"))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)  # a second signal: leave now
+        logging.getLogger("tagger.watch").info("stopping (signal %d); again to quit at once", signum)
+        stop.set()
+
+    try:
+        with StateStore(state) as store:
+            store.lock()
+            classifier = load_classifier(
+                params["model"], device=params["device"], precision=params["precision"]
+            )
+            appender = Appender(output) if output else None
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            options = WatchOptions(
+                settle_s=settle,
+                rescan_s=rescan,
+                poll=poll,
+                on_delete=on_delete,
+                retries=retries,
+                status_every_s=status_every,
+                include=params["include"],
+                exclude=params["exclude"],
+            )
+            daemon = Daemon(
+                roots, classifier, store, appender, params["sidecar"], _tag_options(params), options
+            )
+            try:
+                daemon.run(stop)
+            finally:
+                if appender:
+                    appender.close()
+    except TaggerError as exc:
+        raise _fail(exc) from None
 
 
 @cli.command()

@@ -1,11 +1,19 @@
-"""SQLite store of what vidtag has tagged: a run skips unchanged files and resumes after a kill."""
+"""SQLite store of what vidtag has tagged: a run skips unchanged files and resumes after a kill.
+
+For ``vidtag watch`` it also tracks which rows reached the appended output (``emitted``),
+follows renames and deletions, and holds a lock file so only one daemon uses a database.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -14,7 +22,12 @@ from typing import Self
 from tagger.records import TaggerError, VideoFile, VideoResult
 
 #: Stored in ``PRAGMA user_version``; bump it when the table layout changes.
-SCHEMA_VERSION = 1
+#: 1: results. 2: + ``emitted`` (migrated in place; old rows count as emitted).
+SCHEMA_VERSION = 2
+
+#: Statuses of rows that stand for a file that is there: the others ("removed", "moved")
+#: are kept only so the output can say what happened.
+LIVE_STATUSES: tuple[str, ...] = ("ok", "error")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -25,22 +38,52 @@ CREATE TABLE IF NOT EXISTS results (
     status TEXT NOT NULL,
     row TEXT NOT NULL,
     updated_at TEXT NOT NULL,
+    emitted INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (path, model)
 )
 """
 
+# Partial: the daemon asks for the few unemitted rows among a library's worth at each start.
+_UNEMITTED_INDEX = """
+CREATE INDEX IF NOT EXISTS results_unemitted ON results (model) WHERE emitted = 0
+"""
+
 _UPSERT = """
-INSERT INTO results (path, model, size, mtime_ns, status, row, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO results (path, model, size, mtime_ns, status, row, updated_at, emitted)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (path, model) DO UPDATE SET
     size = excluded.size,
     mtime_ns = excluded.mtime_ns,
     status = excluded.status,
     row = excluded.row,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at,
+    emitted = excluded.emitted
 """
 
 _BUSY_TIMEOUT_S = 30.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _parse(status: str, row: str) -> VideoResult | None:
+    """The stored result with the row's current status, or None if the row cannot be read."""
+    try:
+        result = VideoResult.from_row(json.loads(row))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    # The status column is the truth: a removed row keeps its old result (tags) in ``row``.
+    return result if result.status == status else replace(result, status=status)
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", errors="replace")
+    except OSError:
+        return "unknown"
+    pid = text.split("\n", 1)[0].strip()
+    return pid if pid.isdigit() else "unknown"
 
 
 class StateStore:
@@ -49,6 +92,7 @@ class StateStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = ":memory:" if path is None else str(path)
         self._lock = threading.Lock()
+        self._lock_fd: int | None = None
         try:
             # Autocommit: each record() is its own committed statement, durable when it returns.
             self._conn = sqlite3.connect(
@@ -80,7 +124,8 @@ class StateStore:
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a recorded result costs seconds of inference; keep it through a power cut.
             conn.execute("PRAGMA synchronous=FULL")
-        # IMMEDIATE: two processes opening a new database at once must not both create it.
+        # IMMEDIATE: two processes opening a new database at once must not both create it
+        # (or both migrate it).
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -94,12 +139,32 @@ class StateStore:
                 if tables - {"results"}:
                     raise TaggerError(f"{self.path!r} is an SQLite database but not a vidtag state database")
                 conn.execute(_SCHEMA)
+            elif version == 1:
+                # Rows of format 1 were written by batch runs, whose table came from the store:
+                # they are already in an output, so they count as emitted (DEFAULT 1).
+                conn.execute("ALTER TABLE results ADD COLUMN emitted INTEGER NOT NULL DEFAULT 1")
+            if version < SCHEMA_VERSION:
+                conn.execute(_UNEMITTED_INDEX)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed on success; the thread lock is held throughout."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def _fetch(self, file: VideoFile, model: str) -> tuple[str, VideoResult] | None:
         with self._lock:
@@ -112,41 +177,191 @@ class StateStore:
         size, mtime_ns, status, row = found
         if size != file.size or mtime_ns != file.mtime_ns:
             return None
-        try:
-            return status, VideoResult.from_row(json.loads(row))
-        except (ValueError, TypeError, KeyError):
-            # A row this vidtag cannot read is as good as missing: the file gets re-tagged.
-            return None
+        # A row this vidtag cannot read is as good as missing: the file gets re-tagged.
+        result = _parse(status, row)
+        return None if result is None else (status, result)
 
     def lookup(self, file: VideoFile, model: str) -> VideoResult | None:
         """The stored result if ``file`` is unchanged since ``model`` tagged it successfully."""
         found = self._fetch(file, model)
         if found is None or found[0] != "ok":
-            # Error rows are retried on the next run.
+            # Error rows are retried on the next run; removed and moved rows are history.
             return None
         return found[1]
 
-    def record(self, file: VideoFile, model: str, result: VideoResult) -> None:
-        """Store ``result`` for ``file`` and ``model`` (upsert); on disk when this returns."""
+    def record(self, file: VideoFile, model: str, result: VideoResult, emitted: bool = True) -> None:
+        """Store ``result`` for ``file`` and ``model`` (upsert); on disk when this returns.
+
+        ``emitted=False``: the row is not in the output yet; it is listed by :meth:`unemitted`
+        until :meth:`mark_emitted` (record, append, mark: a kill in between loses nothing).
+        """
         row = json.dumps(result.row(), ensure_ascii=False)
-        now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._lock:
             self._conn.execute(
                 _UPSERT,
-                (file.path, model, file.size, file.mtime_ns, result.status, row, now),
+                (file.path, model, file.size, file.mtime_ns, result.status, row, _now(), int(emitted)),
             )
 
+    def mark_emitted(self, path: str, model: str) -> None:
+        """Note that the row of ``path`` has reached the output."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE results SET emitted = 1 WHERE path = ? AND model = ? AND emitted = 0",
+                (path, model),
+            )
+
+    def unemitted(self, model: str) -> list[tuple[VideoFile, VideoResult]]:
+        """Rows (any status) stored but not yet in the output, oldest first, to append again."""
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT path, size, mtime_ns, status, row FROM results "
+                "WHERE model = ? AND emitted = 0 ORDER BY updated_at, rowid",
+                (model,),
+            ).fetchall()
+        out = []
+        for path, size, mtime_ns, status, row in found:
+            result = _parse(status, row)
+            if result is not None:
+                out.append((VideoFile(path, size, mtime_ns), result))
+        return out
+
+    def find(self, path: str, model: str) -> tuple[VideoFile, VideoResult] | None:
+        """The stored row of ``path`` whatever its size, mtime and status (the file as stored)."""
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT size, mtime_ns, status, row FROM results WHERE path = ? AND model = ?",
+                (path, model),
+            ).fetchone()
+        if found is None:
+            return None
+        size, mtime_ns, status, row = found
+        result = _parse(status, row)
+        return None if result is None else (VideoFile(path, size, mtime_ns), result)
+
+    def move(self, src: str, dst: VideoFile, model: str, *, emitted: bool = False) -> VideoResult | None:
+        """Re-key the row of ``src`` to ``dst.path`` if it is the same file (size and mtime_ns).
+
+        Only ok and error rows move; a row already at ``dst.path`` is replaced. Returns the
+        moved result (its path is ``dst.path``), or None with nothing changed. The moved row
+        is unemitted (see :meth:`record`) unless ``emitted``.
+        """
+        if src == dst.path:
+            return None
+        with self._transaction() as conn:
+            found = conn.execute(
+                "SELECT size, mtime_ns, status, row FROM results WHERE path = ? AND model = ?",
+                (src, model),
+            ).fetchone()
+            if found is None:
+                return None
+            size, mtime_ns, status, row = found
+            if status not in LIVE_STATUSES or (size, mtime_ns) != (dst.size, dst.mtime_ns):
+                return None
+            try:
+                doc = json.loads(row)
+                if not isinstance(doc, dict):
+                    return None
+                doc["path"] = dst.path
+                result = VideoResult.from_row(doc)
+            except (ValueError, TypeError, KeyError):
+                return None
+            conn.execute("DELETE FROM results WHERE path = ? AND model = ?", (dst.path, model))
+            # The stored row is edited, not rebuilt from the result, so nothing in it is lost.
+            conn.execute(
+                "UPDATE results SET path = ?, row = ?, updated_at = ?, emitted = ? "
+                "WHERE path = ? AND model = ?",
+                (dst.path, json.dumps(doc, ensure_ascii=False), _now(), int(emitted), src, model),
+            )
+        return result
+
+    def remove(self, path: str, model: str, keep: bool, *, emitted: bool = False) -> VideoResult | None:
+        """Forget that ``path`` is there; return its previous result, or None if none is stored.
+
+        ``keep``: mark the row "removed" and keep its result (so it can come back), unemitted
+        unless ``emitted`` (see :meth:`record`); a row already removed is left as it is.
+        Otherwise the row is deleted.
+        """
+        with self._transaction() as conn:
+            found = conn.execute(
+                "SELECT status, row FROM results WHERE path = ? AND model = ?", (path, model)
+            ).fetchone()
+            if found is None:
+                return None
+            status, row = found
+            if not keep:
+                conn.execute("DELETE FROM results WHERE path = ? AND model = ?", (path, model))
+            elif status != "removed":
+                conn.execute(
+                    "UPDATE results SET status = 'removed', updated_at = ?, emitted = ? "
+                    "WHERE path = ? AND model = ?",
+                    (_now(), int(emitted), path, model),
+                )
+        return _parse(status, row)
+
+    def paths_under(self, root: str, model: str) -> list[str]:
+        """Stored paths of files that are there (ok or error rows) equal to ``root`` or below it."""
+        exact = root.rstrip("/") or "/"
+        prefix = exact if exact.endswith("/") else exact + "/"
+        # Every string starting with prefix sorts in [prefix, prefix with "/" -> "0"), and
+        # nothing else does: a range on the primary key, with none of LIKE's % and _ escaping.
+        upper = prefix[:-1] + "0"
+        marks = ", ".join("?" * len(LIVE_STATUSES))
+        with self._lock:
+            found = self._conn.execute(
+                "SELECT path FROM results WHERE model = ? AND status IN ("
+                + marks
+                + ") AND (path = ? OR (path >= ? AND path < ?)) ORDER BY path",
+                (model, *LIVE_STATUSES, exact, prefix, upper),
+            ).fetchall()
+        return [p for (p,) in found if p == exact or p.startswith(prefix)]
+
     def results(self, files: Iterable[VideoFile], model: str) -> Iterator[VideoResult]:
-        """Stored results (any status) of the unchanged ``files``, in order; others skipped."""
+        """Stored ok and error results of the unchanged ``files``, in order; others skipped."""
         for file in files:
             found = self._fetch(file, model)
-            if found is not None:
+            if found is not None and found[0] in LIVE_STATUSES:
                 yield found[1]
 
+    def lock(self) -> None:
+        """Claim the database for this process (``<db>.lock``, flock); released by :meth:`close`.
+
+        Raises ``TaggerError`` naming the holder's pid when another process (or another store
+        in this one) holds it. A no-op for an in-memory store or when already held.
+        """
+        if self.path == ":memory:" or self._lock_fd is not None:
+            return
+        lock_path = self.path + ".lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise TaggerError(
+                f"cannot lock {self.path!r}: cannot open {lock_path!r}: {e.strerror or e}"
+            ) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise TaggerError(f"{self.path} is in use by another vidtag process (pid {pid})") from None
+        except OSError as e:
+            os.close(fd)
+            raise TaggerError(f"cannot lock {self.path!r}: {e.strerror or e}") from e
+        try:
+            # Write, then cut: a reader racing with us sees our pid first, never an empty file.
+            data = f"{os.getpid()}\n".encode("ascii")
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        except OSError:
+            pass  # the lock holds without the pid; the message then says "pid unknown"
+        self._lock_fd = fd
+
     def close(self) -> None:
-        """Close the database; safe to call twice."""
+        """Close the database, then release the lock; safe to call twice."""
         with self._lock:
             self._conn.close()
+            fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def __enter__(self) -> Self:
         return self
