@@ -46,8 +46,9 @@ def make_model(shape: str, cache: Path) -> Path:
     if (out / "model.safetensors").is_file():
         return out
     labels = [f"class_{i}" for i in range(400)]
-    config = VideoMAEConfig(**SHAPES[shape], id2label=dict(enumerate(labels)),
-                            label2id={n: i for i, n in enumerate(labels)})
+    config = VideoMAEConfig(
+        **SHAPES[shape], id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
     torch.manual_seed(0)
     VideoMAEForVideoClassification(config).save_pretrained(out)
     prep = Preprocessing(num_frames=16, short_side=224, crop=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -80,7 +81,9 @@ def ceiling(model_dir: Path, batch_size: int, precision: str, batches: int) -> f
     return batches * batch_size / (time.perf_counter() - started)
 
 
-def vidtag(model_dir: Path, files: list[str], batch_size: int, precision: str, clips: int | None) -> tuple[float, int]:
+def vidtag(
+    model_dir: Path, files: list[str], batch_size: int, precision: str, clips: int | None
+) -> tuple[float, int]:
     """Seconds and clips for tagging ``files`` end to end."""
     classifier = load_classifier(str(model_dir), device="cpu", precision=precision)
     options = TagOptions(clips=clips, batch_size=batch_size)
@@ -102,13 +105,19 @@ def main() -> None:
     args = parser.parse_args()
 
     # Action clips with labels in their names: UCF101 (v_*), HMDB51 and Kinetics samples.
-    pool = [f.path for f in discover([args.videos]) if Path(f.path).suffix.lower() in (".avi", ".mp4", ".mkv")]
-    labeled = [p for p in pool if any(k in p for k in ("v_", "3dnet", "st-gcn", "mmaction2/demo.mp4", "tiny-ucf101"))]
+    pool = [
+        f.path for f in discover([args.videos]) if Path(f.path).suffix.lower() in (".avi", ".mp4", ".mkv")
+    ]
+    labeled = [
+        p for p in pool if any(k in p for k in ("v_", "3dnet", "st-gcn", "mmaction2/demo.mp4", "tiny-ucf101"))
+    ]
     files = sorted(labeled)[: args.files]
     print(f"files ({len(files)}):", *[os.path.relpath(p, args.videos) for p in files], sep="\n  ")
     model_dir = make_model(args.model, Path(args.cache))
     print(f"model: {args.model}-shaped VideoMAE, random weights, {model_dir}")
-    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
     base_s = pipeline_loop(model_dir, files)
     auto_s, auto_clips = vidtag(model_dir, files, args.batch_size, "auto", 1)
@@ -120,11 +129,17 @@ def main() -> None:
     print()
     print(f"{'run':44} {'videos/s':>9} {'clips/s':>8} {'ratio':>24}")
     print(f"{'pipeline loop (fp32, first 16 frames)':44} {n / base_s:9.3f} {n / base_s:8.3f}")
-    print(f"{'vidtag --clips 1, auto precision':44} {n / auto_s:9.3f} {auto_clips / auto_s:8.3f}"
-          f" {base_s / auto_s:10.2f}x pipeline")
-    print(f"{'vidtag --clips 1, fp32':44} {n / fp32_s:9.3f} {n / fp32_s:8.3f} {base_s / fp32_s:10.2f}x pipeline")
-    print(f"{'vidtag default clips (whole video), auto':44} {n / whole_s:9.3f} {whole_clips / whole_s:8.3f}"
-          f" {whole_clips / whole_s / top:10.2f}x ceiling")
+    print(
+        f"{'vidtag --clips 1, auto precision':44} {n / auto_s:9.3f} {auto_clips / auto_s:8.3f}"
+        f" {base_s / auto_s:10.2f}x pipeline"
+    )
+    print(
+        f"{'vidtag --clips 1, fp32':44} {n / fp32_s:9.3f} {n / fp32_s:8.3f} {base_s / fp32_s:10.2f}x pipeline"
+    )
+    print(
+        f"{'vidtag default clips (whole video), auto':44} {n / whole_s:9.3f} {whole_clips / whole_s:8.3f}"
+        f" {whole_clips / whole_s / top:10.2f}x ceiling"
+    )
     print(f"{'model ceiling (forward only), auto':44} {'':9} {top:8.3f}")
 
 

@@ -51,10 +51,7 @@ def make_rows() -> list[dict[str, Any]]:
 
 def error_rows() -> list[dict[str, Any]]:
     return [
-        VideoResult.failed(
-            f"/videos/bad{i}.mp4", f'error {i}, "quoted"', model="m"
-        ).row()
-        for i in range(3)
+        VideoResult.failed(f"/videos/bad{i}.mp4", f'error {i}, "quoted"', model="m").row() for i in range(3)
     ]
 
 
@@ -156,9 +153,7 @@ def test_ndjson_is_jsonl(tmp_path: Path) -> None:
     rows = make_rows()
     target = tmp_path / "out.ndjson"
     write_table(str(target), rows)
-    assert [
-        json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()
-    ] == rows
+    assert [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()] == rows
 
 
 def test_parquet_round_trip(tmp_path: Path) -> None:
@@ -191,9 +186,7 @@ def test_parquet_empty_table_keeps_columns(tmp_path: Path) -> None:
     assert len(frame) == 0
 
 
-def test_dash_writes_csv_to_stdout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dash_writes_csv_to_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     rows = make_rows()
     out = io.StringIO()
@@ -210,9 +203,7 @@ def test_dash_defaults_to_sys_stdout(capsys: pytest.CaptureFixture[str]) -> None
 
 
 @pytest.mark.parametrize("name", ["out.csv", "out.jsonl"])
-def test_csv_and_jsonl_stream_rows_into_the_temp_file(
-    tmp_path: Path, name: str
-) -> None:
+def test_csv_and_jsonl_stream_rows_into_the_temp_file(tmp_path: Path, name: str) -> None:
     seen_temps: list[list[str]] = []
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -231,9 +222,7 @@ def test_csv_and_jsonl_stream_rows_into_the_temp_file(
 
 
 @pytest.mark.parametrize("name", ["out.csv", "out.jsonl", "out.parquet"])
-def test_failed_write_leaves_target_and_folder_untouched(
-    tmp_path: Path, name: str
-) -> None:
+def test_failed_write_leaves_target_and_folder_untouched(tmp_path: Path, name: str) -> None:
     target = tmp_path / name
     target.write_bytes(b"previous content\n")
     with pytest.raises(RuntimeError, match="boom midway"):
@@ -358,9 +347,7 @@ def test_write_sidecar_extra_cannot_clobber_fields(tmp_path: Path) -> None:
 def test_write_sidecar_overwrites_its_own(tmp_path: Path) -> None:
     video = tmp_path / "a.mp4"
     write_sidecar(make_result(video))
-    newer = VideoResult(
-        path=str(video), tags=(Tag("surfing", 0.5),), clips=2, model="other"
-    )
+    newer = VideoResult(path=str(video), tags=(Tag("surfing", 0.5),), clips=2, model="other")
     path = write_sidecar(newer)
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
     assert doc["label"] == "surfing"

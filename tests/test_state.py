@@ -72,9 +72,7 @@ def test_other_model_is_not_found() -> None:
         assert list(store.results([file], "another-model")) == []
 
 
-def test_paths_are_stored_as_given(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_paths_are_stored_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     relative = VideoFile("videos/a.mp4", size=1, mtime_ns=1)
     absolute = VideoFile(str(tmp_path / "videos/a.mp4"), size=1, mtime_ns=1)
@@ -86,9 +84,7 @@ def test_paths_are_stored_as_given(
 
 def test_error_rows_are_retried_but_listed() -> None:
     file = VideoFile("/videos/bad.mp4", size=10, mtime_ns=20)
-    failed = VideoResult.failed(
-        file.path, 'cannot decode: "moov atom", not found\nat all', MODEL
-    )
+    failed = VideoResult.failed(file.path, 'cannot decode: "moov atom", not found\nat all', MODEL)
     with StateStore() as store:
         store.record(file, MODEL, failed)
         assert store.lookup(file, MODEL) is None
@@ -107,10 +103,7 @@ def test_record_replaces_earlier_result() -> None:
 
 
 def test_results_follow_given_order_and_skip_unknown() -> None:
-    files = [
-        VideoFile(f"/videos/{name}.mp4", size=i + 1, mtime_ns=i)
-        for i, name in enumerate("abcd")
-    ]
+    files = [VideoFile(f"/videos/{name}.mp4", size=i + 1, mtime_ns=i) for i, name in enumerate("abcd")]
     stored = {
         files[0].path: ok_result(files[0].path, "alpha"),
         files[1].path: VideoResult.failed(files[1].path, "broken", MODEL),
@@ -188,9 +181,7 @@ def test_record_survives_sigkill(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
 
     with StateStore(db) as store:
-        found = store.lookup(
-            VideoFile("/videos/killed.mp4", size=123, mtime_ns=456), "m"
-        )
+        found = store.lookup(VideoFile("/videos/killed.mp4", size=123, mtime_ns=456), "m")
     assert found == VideoResult(
         path="/videos/killed.mp4",
         tags=(Tag("juggling", 0.625),),

@@ -278,7 +278,9 @@ def test_input_size_without_crop_or_size_is_an_error() -> None:
 def test_to_config_round_trips_through_from_config_and_transformers():
     from transformers import VideoMAEImageProcessor
 
-    prep = Preprocessing(num_frames=8, short_side=72, crop=(64, 64), mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    prep = Preprocessing(
+        num_frames=8, short_side=72, crop=(64, 64), mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25)
+    )
     config = prep.to_config()
     assert Preprocessing.from_config(config, num_frames=8, image_size=64) == prep
     hf = VideoMAEImageProcessor(**{k: v for k, v in config.items() if k != "image_processor_type"})
