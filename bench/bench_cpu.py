@@ -1,6 +1,6 @@
 """vidtag against a loop of transformers' video-classification pipeline and the model's own ceiling.
 
-    python bench/bench_cpu.py [--videos DIR] [--files 12] [--model base|tiny] [--batch-size 8]
+    python bench/bench_cpu.py [--videos DIR] [--files 12] [--model base|tiny] [--batch-size N]
 
 All three are measured in one run on the same files and the same model (random weights of
 the given shape, saved locally: nothing is downloaded):
@@ -24,12 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
-from tagger.classify import load_classifier  # noqa: E402
-from tagger.discover import discover  # noqa: E402
-from tagger.pipeline import TagOptions, tag  # noqa: E402
-from tagger.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: E402
+# torch and tagger are imported inside the functions: decode workers are spawned processes
+# that re-import this script, and each would otherwise load torch before its first file.
 
 SHAPES = {
     # VideoMAEConfig() defaults: the compute of videomae-base (16 x 224 x 224, ViT-B).
@@ -40,7 +36,10 @@ SHAPES = {
 
 def make_model(shape: str, cache: Path) -> Path:
     """A VideoMAE of the given shape with random weights, saved like a real checkpoint."""
+    import torch
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    from tagger.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
     out = cache / shape
     if (out / "model.safetensors").is_file():
@@ -70,9 +69,15 @@ def pipeline_loop(model_dir: Path, files: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def ceiling(model_dir: Path, batch_size: int, precision: str, batches: int) -> float:
+def ceiling(model_dir: Path, batch_size: int | None, precision: str, clips: int) -> float:
     """Clips/s of the forward pass alone on ready uint8 clips (normalization included)."""
+    import torch
+
+    from tagger.classify import load_classifier
+
     classifier = load_classifier(str(model_dir), device="cpu", precision=precision)
+    batch_size = batch_size or classifier.default_batch_size
+    batches = max(1, clips // batch_size)
     clips = torch.randint(0, 255, (batch_size, 16, 224, 224, 3), dtype=torch.uint8).numpy()
     classifier.predict(clips)
     started = time.perf_counter()
@@ -82,9 +87,12 @@ def ceiling(model_dir: Path, batch_size: int, precision: str, batches: int) -> f
 
 
 def vidtag(
-    model_dir: Path, files: list[str], batch_size: int, precision: str, clips: int | None
+    model_dir: Path, files: list[str], batch_size: int | None, precision: str, clips: int | None
 ) -> tuple[float, int]:
     """Seconds and clips for tagging ``files`` end to end."""
+    from tagger.classify import load_classifier
+    from tagger.pipeline import TagOptions, tag
+
     classifier = load_classifier(str(model_dir), device="cpu", precision=precision)
     options = TagOptions(clips=clips, batch_size=batch_size)
     list(tag(files[:1], classifier, options))  # warm-up (worker start, first forward)
@@ -96,11 +104,15 @@ def vidtag(
 
 
 def main() -> None:
+    import torch
+
+    from tagger.discover import discover
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "real"))
     parser.add_argument("--files", type=int, default=12)
     parser.add_argument("--model", choices=sorted(SHAPES), default="base")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: vidtag's for the device")
     parser.add_argument("--cache", default=str(ROOT / "bench" / ".cache"))
     args = parser.parse_args()
 
@@ -123,7 +135,7 @@ def main() -> None:
     auto_s, auto_clips = vidtag(model_dir, files, args.batch_size, "auto", 1)
     fp32_s, _ = vidtag(model_dir, files, args.batch_size, "fp32", 1)
     whole_s, whole_clips = vidtag(model_dir, files, args.batch_size, "auto", None)
-    top = ceiling(model_dir, args.batch_size, "auto", batches=max(1, whole_clips // args.batch_size))
+    top = ceiling(model_dir, args.batch_size, "auto", clips=whole_clips)
 
     n = len(files)
     print()

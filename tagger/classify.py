@@ -186,6 +186,15 @@ class Classifier:
         self.fingerprint = fingerprint
 
     @property
+    def default_batch_size(self) -> int:
+        """Clips per forward pass when the user does not say.
+
+        On a 2-core CPU a VideoMAE-base forward ran fastest one clip at a time (0.355 clips/s
+        at batch 1, 0.291 at batch 8: BENCHMARKS.md); a GPU needs batches to be busy.
+        """
+        return 32 if self.device.type == "cuda" else 1
+
+    @property
     def id(self) -> str:
         """Model name and weights hash, as written in the ``model`` column."""
         return f"{self.name}@{self.fingerprint}"

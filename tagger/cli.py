@@ -147,9 +147,8 @@ def tagging_options(f: F) -> F:
             click.option(
                 "--batch-size",
                 type=click.IntRange(min=1),
-                default=8,
-                show_default=True,
-                help="Clips per forward pass.",
+                default=None,
+                help="Clips per forward pass [default: 32 on CUDA, 1 on CPU].",
             ),
             click.option(
                 "--workers",
@@ -513,7 +512,12 @@ def finetune(data_dir: str, out: str, check_only: bool, **settings: Any) -> None
     is_flag=True,
     help="Average three crops along the long side (the VideoMAE paper's test views).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Clips per forward pass [default: 32 on CUDA, 1 on CPU].",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=str),
@@ -521,7 +525,13 @@ def finetune(data_dir: str, out: str, check_only: bool, **settings: Any) -> None
     help="Folder for the report files [default: print only].",
 )
 def evaluate(
-    split_dir: str, model: str, device: str, clips: int, three_crop: bool, batch_size: int, out: str | None
+    split_dir: str,
+    model: str,
+    device: str,
+    clips: int,
+    three_crop: bool,
+    batch_size: int | None,
+    out: str | None,
 ) -> None:
     """Accuracy, per-class scores and confusion matrix of MODEL on SPLIT_DIR/<Class>/videos.
 

@@ -53,7 +53,8 @@ class TagOptions:
     crops: int = 1
     top_k: int = 5
     threshold: float | None = None
-    batch_size: int = 8
+    #: Clips per forward pass; None: the classifier's default for its device.
+    batch_size: int | None = None
     workers: int = field(default_factory=default_workers)
     timeout_s: float = 120.0
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -196,6 +197,7 @@ def tag(
     must be a picklable top-level function.
     """
     options = options or TagOptions()
+    batch_size = options.batch_size or classifier.default_batch_size
     jobs = (
         None if path is None else make_job(path, classifier.prep, classifier.stride, options)
         for path in paths
@@ -219,7 +221,7 @@ def tag(
         for item in decoder.run(jobs, stop):
             if item is None:
                 while batch:
-                    yield from run_batch(options.batch_size)
+                    yield from run_batch(batch_size)
                 continue
             path, outcome = item
             if isinstance(outcome, str):
@@ -229,10 +231,10 @@ def tag(
             cut = [v for clip in clips for v in views(clip.frames, classifier.prep.crop, options.crops)]
             pending[path] = _Pending(info, clips=len(clips), expected=len(cut))
             batch.extend((path, frames) for frames in cut)
-            while len(batch) >= options.batch_size:
-                yield from run_batch(options.batch_size)
+            while len(batch) >= batch_size:
+                yield from run_batch(batch_size)
         while batch:
-            yield from run_batch(options.batch_size)
+            yield from run_batch(batch_size)
     finally:
         decoder.close()
 

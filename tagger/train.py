@@ -305,7 +305,7 @@ def evaluate(
     clips: int | None = 1,
     crops: int = 1,
     device: str = "auto",
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ) -> Any:
     """Accuracy and per-class metrics of ``model`` on labeled videos, through the tagging pipeline.
 
