@@ -1,6 +1,6 @@
 """Peak memory of ``vidtag scan`` over a small and a ten times larger folder of videos.
 
-    python bench/bench_memory.py --model models/demo [--small 200] [--large 2000]
+    python bench/bench_memory.py --model models/demo [--small 200] [--large 2000] [--long VIDEO]
 
 Writes the videos once (short generated clips, ``tagger.synth``), then runs ``vidtag scan``
 over each folder in a fresh process and reports the peak resident memory of the largest
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=2000)
+    parser.add_argument("--long", help="also scan this one long video (e.g. 1080p, minutes) alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = []
@@ -70,6 +71,20 @@ def main() -> None:
             mb, seconds = peak_rss_mb(cmd)
             results.append((count, mb, seconds))
             print(f"{count:6d} videos: peak RSS {mb:7.1f} MB, {seconds:6.1f} s", flush=True)
+        if args.long:
+            cmd = [
+                sys.executable,
+                "-m",
+                "tagger",
+                "scan",
+                args.long,
+                "-m",
+                args.model,
+                "-o",
+                str(Path(tmp) / "l.csv"),
+            ]
+            mb, seconds = peak_rss_mb(cmd)
+            print(f"{Path(args.long).name}: peak RSS {mb:7.1f} MB, {seconds:6.1f} s", flush=True)
     (small, small_mb, _), (large, large_mb, _) = results
     print(f"peak RSS {large} / {small} videos: {large_mb / small_mb:.3f}")
 
