@@ -184,6 +184,8 @@ class Classifier:
         self.dtype = dtype
         self.name = name
         self.fingerprint = fingerprint
+        #: Largest batch that fitted in GPU memory, once one did not.
+        self.max_batch: int | None = None
 
     @property
     def default_batch_size(self) -> int:
@@ -199,9 +201,32 @@ class Classifier:
         """Model name and weights hash, as written in the ``model`` column."""
         return f"{self.name}@{self.fingerprint}"
 
-    @torch.inference_mode()
     def predict(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:
-        """uint8 ``(B, T, H, W, 3)`` → float32 ``(B, labels)``; softmax, or sigmoid if multi-label."""
+        """uint8 ``(B, T, H, W, 3)`` → float32 ``(B, labels)``; softmax, or sigmoid if multi-label.
+
+        A batch that runs out of GPU memory is split in halves, and the smaller size is kept
+        for later calls, so a batch size too large for the card costs one retry, not the run.
+        """
+        size = len(clips) if self.max_batch is None else self.max_batch
+        parts = []
+        start = 0
+        while start < len(clips):
+            chunk = clips[start : start + size]
+            try:
+                parts.append(self._forward(chunk))
+            except torch.cuda.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                size = self.max_batch = len(chunk) // 2
+                log.warning("out of GPU memory at batch %d; continuing with %d", len(chunk), size)
+                continue
+            start += len(chunk)
+        return np.concatenate(parts)
+
+    @torch.inference_mode()
+    def _forward(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:
         frames = torch.as_tensor(clips)
         if self.device.type == "cuda":
             # uint8 crosses the bus (4x less than float); normalization happens on the GPU.

@@ -135,3 +135,36 @@ def test_missing_cuda_is_a_clear_error():
     with pytest.raises(TaggerError, match="CUDA is not available"):
         classify.resolve_device("cuda")
     assert classify.resolve_device("auto") == torch.device("cpu")
+
+
+def test_batch_out_of_gpu_memory_is_split_and_remembered(classifier, monkeypatch):
+    rng = np.random.default_rng(2)
+    clips = rng.integers(0, 255, size=(8, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    expected = np.concatenate([classifier.predict(clips[i : i + 1]) for i in range(8)])
+    forward = classifier._forward
+    sizes: list[int] = []
+
+    def small_card(batch):  # type: ignore[no-untyped-def]
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return forward(batch)
+
+    monkeypatch.setattr(classifier, "_forward", small_card)
+    monkeypatch.setattr(classifier, "max_batch", None)
+    got = classifier.predict(clips)
+    assert np.allclose(got, expected, atol=1e-5)
+    assert sizes[:3] == [8, 4, 2] and classifier.max_batch == 2
+    sizes.clear()
+    classifier.predict(clips)
+    assert sizes == [2, 2, 2, 2]  # the size that fitted is kept
+
+
+def test_a_single_clip_out_of_memory_is_raised(classifier, monkeypatch):
+    def no_memory(batch):  # type: ignore[no-untyped-def]
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(classifier, "_forward", no_memory)
+    monkeypatch.setattr(classifier, "max_batch", None)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        classifier.predict(np.zeros((1, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), np.uint8))
