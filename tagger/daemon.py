@@ -8,7 +8,6 @@ loses at most the videos in flight; a restart re-emits anything recorded but not
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import os
 import threading
@@ -194,8 +193,8 @@ class Daemon:
             )
             self.output.write(gone.row())
         self._emit(event.dst.path, moved)
-        if self.sidecar and _ours(sinks.sidecar_path(event.src)):
-            os.remove(sinks.sidecar_path(event.src))
+        if self.sidecar:
+            sinks.remove_sidecar(event.src)
 
     def _deleted(self, path: str) -> None:
         keep = self.watch.on_delete == "keep"
@@ -207,8 +206,8 @@ class Daemon:
             self.output.write(VideoResult(path=path, model=self.model, status="removed").row())
         if keep:
             self.store.mark_emitted(path, self.model)
-        if not keep and self.sidecar and _ours(sinks.sidecar_path(path)):
-            os.remove(sinks.sidecar_path(path))
+        if not keep and self.sidecar:
+            sinks.remove_sidecar(path)
 
 
 def _stat(path: str) -> VideoFile | None:
@@ -217,12 +216,3 @@ def _stat(path: str) -> VideoFile | None:
     except OSError:
         return None
     return VideoFile(path, st.st_size, st.st_mtime_ns)
-
-
-def _ours(sidecar: str) -> bool:
-    try:
-        with open(sidecar, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("generator") == "vidtag"

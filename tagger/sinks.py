@@ -246,6 +246,15 @@ def write_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> s
     return path
 
 
+def remove_sidecar(video_path: str) -> bool:
+    """Delete the sidecar of ``video_path`` if vidtag wrote it; True when one was removed."""
+    path = sidecar_path(video_path)
+    if not os.path.lexists(path) or _foreign_reason(path) is not None:
+        return False
+    os.remove(path)
+    return True
+
+
 # --- appending (vidtag watch) --------------------------------------------------------------
 
 _CSV_HEADER = ",".join(FIELDS).encode("ascii")

@@ -385,3 +385,16 @@ def test_write_sidecar_refuses_directory(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="will not overwrite"):
         write_sidecar(make_result(video))
     assert Path(sidecar_path(str(video))).is_dir()
+
+
+def test_remove_sidecar_only_removes_vidtag_files(tmp_path):
+    from tagger.records import Tag, VideoResult
+    from tagger.sinks import remove_sidecar, write_sidecar
+
+    ours = str(tmp_path / "a.mp4")
+    write_sidecar(VideoResult(path=ours, tags=(Tag("x", 0.9),), clips=1))
+    assert remove_sidecar(ours) and not os.path.exists(ours + ".vidtag.json")
+    assert not remove_sidecar(ours)
+    theirs = tmp_path / "b.mp4.vidtag.json"
+    theirs.write_text('{"someone": "else"}')
+    assert not remove_sidecar(str(tmp_path / "b.mp4")) and theirs.exists()
