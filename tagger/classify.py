@@ -10,12 +10,12 @@ import hashlib
 import json
 import logging
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 import torch
 
 from tagger import sampling
