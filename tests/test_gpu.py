@@ -1,0 +1,35 @@
+"""The CUDA path: uint8 clips pinned and moved to the GPU, normalized and run there in bf16."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tagger.classify import load_classifier
+from tagger.pipeline import TagOptions, tag
+
+from .conftest import TINY_FRAMES, TINY_SIZE
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def test_cuda_auto_precision_agrees_with_cpu_fp32(tiny_model, classifier):
+    gpu = load_classifier(str(tiny_model), device="cuda", precision="auto")
+    assert gpu.device.type == "cuda" and gpu.dtype in (torch.bfloat16, torch.float16)
+    assert gpu.default_batch_size == 32
+    rng = np.random.default_rng(3)
+    clips = rng.integers(0, 255, size=(16, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    on_gpu, on_cpu = gpu.predict(clips), classifier.predict(clips)
+    assert on_gpu.dtype == np.float32 and np.abs(on_gpu - on_cpu).max() < 0.05
+    assert (on_gpu.argmax(1) == on_cpu.argmax(1)).mean() >= 0.9
+
+
+def test_cuda_tagging_end_to_end(tiny_model, video_factory):
+    gpu = load_classifier(str(tiny_model), device="cuda")
+    paths = [str(video_factory([color] * 60)) for color in ("red", "green", "blue")]
+    results = {r.path: r for r in tag(paths, gpu, TagOptions(workers=2, top_k=1))}
+    assert [results[p].tags[0].label for p in paths] == ["red", "green", "blue"]
