@@ -127,9 +127,11 @@ class Daemon:
             while self.retry_at and self.retry_at[0][0] <= now:
                 _, path = heapq.heappop(self.retry_at)
                 retry = _stat(path)
-                if retry is not None:
-                    self.in_flight[path] = retry
-                    yield path
+                if retry is None:
+                    self.attempts.pop(path, None)  # gone: a new file of that name starts afresh
+                    continue
+                self.in_flight[path] = retry
+                yield path
             if now >= next_status:
                 log.info("%s", self.stats.line(len(self.in_flight) + len(self.retry_at)))
                 next_status = now + self.watch.status_every_s
