@@ -6,6 +6,7 @@ Heavy modules (torch, transformers, av) are imported inside commands so ``--help
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -46,6 +47,9 @@ def _output_path(ctx: click.Context, param: click.Parameter, value: str | None) 
         table_format(value)
     except TaggerError as exc:
         raise click.BadParameter(str(exc)) from None
+    folder = os.path.dirname(os.path.abspath(value))
+    if value != "-" and not os.path.isdir(folder):
+        raise click.BadParameter(f"folder {folder} does not exist")
     return value
 
 
@@ -231,6 +235,8 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
     files = list(
         discover(paths, include=params["include"], exclude=params["exclude"], hidden=params["hidden"])
     )
+    if not files:
+        click.echo(f"warning: no video files under {', '.join(paths)}", err=True)
     try:
         classifier = load_classifier(params["model"], device=params["device"], precision=params["precision"])
         with (
@@ -328,7 +334,6 @@ def watch(
     Example:
       vidtag watch /media/library -o /var/lib/vidtag/labels.csv
     """
-    import os
     import signal
     import threading
 

@@ -290,3 +290,18 @@ def test_scan_of_the_real_sample_library(real_data, tiny_model, tmp_path):
     assert list(errors) == ["corrupted.mp4"]
     assert "Invalid data" in errors["corrupted.mp4"]
     assert result.exit_code == 1
+
+
+def test_missing_output_folder_is_a_usage_error(library, tmp_path):
+    result = run("scan", str(library), "-m", "/nonexistent/model", "-o", str(tmp_path / "nope" / "x.csv"))
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_empty_folder_writes_an_empty_table_and_says_so(tmp_path, tiny_model):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out.csv"
+    result = run("scan", str(empty), "-m", str(tiny_model), "-o", str(out))
+    assert result.exit_code == 0
+    assert "no video files" in result.stderr
+    assert out.read_text().splitlines() == [",".join(FIELDS)]
