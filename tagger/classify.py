@@ -264,8 +264,14 @@ def load_spec(model: str = DEFAULT_MODEL) -> ModelSpec:
     return ModelSpec(ref, config, prep, stride)
 
 
-def load_classifier(model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto") -> Classifier:
-    """Load ``model`` (alias, hub id or directory) for inference on ``device``."""
+def load_classifier(
+    model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto", compile: bool = False
+) -> Classifier:
+    """Load ``model`` (alias, hub id or directory) for inference on ``device``.
+
+    ``compile`` wraps the model in ``torch.compile``: worth it on a GPU for long runs; the
+    first batch of each new size pays the compilation (about 30 s for a tiny model on CPU).
+    """
     from transformers import AutoModelForVideoClassification
     from transformers.utils import logging as hf_logging
 
@@ -285,6 +291,8 @@ def load_classifier(model: str = DEFAULT_MODEL, device: str = "auto", precision:
     except (OSError, ValueError) as exc:
         raise model_load_error(ref, exc) from None
     net.eval().to(torch_device)
+    if compile:
+        net = torch.compile(net)
     log.info("loaded %s on %s as %s", ref.name, torch_device, str(dtype).removeprefix("torch."))
     fingerprint = _fingerprint(ref, spec.config)
     return Classifier(net, spec.config, spec.prep, spec.stride, torch_device, dtype, ref.name, fingerprint)

@@ -75,6 +75,9 @@ def inference_options(f: F) -> F:
     f = click.option(
         "--device", type=DeviceType(), default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
     )(f)
+    f = click.option(
+        "--compile", "compile_model", is_flag=True, help="torch.compile the model (long GPU runs)."
+    )(f)
     return model_option(f)
 
 
@@ -238,7 +241,9 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
     if not files:
         click.echo(f"warning: no video files under {', '.join(paths)}", err=True)
     try:
-        classifier = load_classifier(params["model"], device=params["device"], precision=params["precision"])
+        classifier = load_classifier(
+            params["model"], params["device"], params["precision"], compile=params["compile_model"]
+        )
         with (
             StateStore(state or default_state_path(output)) as store,
             progress.Reporter(len(files)) as report,

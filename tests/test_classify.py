@@ -168,3 +168,13 @@ def test_a_single_clip_out_of_memory_is_raised(classifier, monkeypatch):
     monkeypatch.setattr(classifier, "max_batch", None)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         classifier.predict(np.zeros((1, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), np.uint8))
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_probabilities(tiny_model, classifier):
+    compiled = load_classifier(str(tiny_model), device="cpu", precision="fp32", compile=True)
+    assert type(compiled.model).__name__ == "OptimizedModule"
+    clips = np.random.default_rng(4).integers(
+        0, 255, size=(2, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8
+    )
+    assert np.allclose(compiled.predict(clips), classifier.predict(clips), atol=1e-5)
