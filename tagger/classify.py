@@ -1,6 +1,6 @@
 """Load a VideoMAE checkpoint and turn batches of clips into label probabilities.
 
-Models come from an alias in ``models/registry.toml``, a hub id, or a local directory;
+Models come from an alias in ``tagger/registry.toml``, a hub id, or a local directory;
 safetensors only, never remote code. Device and precision are resolved once, here.
 """
 
@@ -25,7 +25,8 @@ from tagger.transforms import Preprocessing, to_model_input
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-REGISTRY = MODELS_DIR / "registry.toml"
+#: Built-in aliases, shipped as package data.
+REGISTRY = Path(__file__).resolve().parent / "registry.toml"
 DEFAULT_MODEL = "kinetics-400"
 #: Written next to a fine-tuned model: how its training clips were cut.
 CLIP_PLAN_FILE = "vidtag.json"

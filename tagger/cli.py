@@ -60,7 +60,7 @@ def model_option(f: F) -> F:
         default="kinetics-400",
         show_default=True,
         envvar="VIDTAG_MODEL",
-        help="Alias from models/registry.toml, Hugging Face hub id, or local model directory.",
+        help="Alias from tagger/registry.toml, Hugging Face hub id, or local model directory.",
     )(f)
 
 

@@ -178,3 +178,29 @@ def test_compiled_model_gives_the_same_probabilities(tiny_model, classifier):
         0, 255, size=(2, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8
     )
     assert np.allclose(compiled.predict(clips), classifier.predict(clips), atol=1e-5)
+
+
+def test_the_alias_registry_ships_inside_the_wheel(tmp_path):
+    """A plain ``pip install .`` (not editable) must still know the aliases."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"  # build a copy: the checkout gets no build/ folder
+    shutil.copytree(root / "tagger", src / "tagger", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    build = ["pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    subprocess.run(
+        [sys.executable, "-m", *build],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("vidtag-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        assert "tagger/registry.toml" in zf.namelist()
+        shipped = zf.read("tagger/registry.toml").decode()
+    assert "kinetics-400" in shipped and classify.REGISTRY.read_text() == shipped
