@@ -161,7 +161,7 @@ def tagging_options(f: F) -> F:
                 "--workers",
                 type=click.IntRange(min=1),
                 default=None,
-                help="Decode processes [default: cores/2].",
+                help="Decode processes [default: half the cores on CPU, all but one with CUDA].",
             ),
             click.option(
                 "--timeout",
@@ -186,14 +186,14 @@ def tagging_options(f: F) -> F:
 
 
 def _tag_options(params: dict[str, Any]) -> Any:
-    from tagger.pipeline import TagOptions, default_workers
+    from tagger.pipeline import TagOptions
 
     return TagOptions(
         clips=params["clips"],
         top_k=params["top_k"],
         threshold=params["threshold"],
         batch_size=params["batch_size"],
-        workers=params["workers"] or default_workers(),
+        workers=params["workers"],
         timeout_s=params["timeout"],
         max_pixels=params["max_pixels"],
         max_duration_s=params["max_duration"],
@@ -226,8 +226,9 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
       vidtag scan ./videos -o labels.csv
     """
     from tagger import progress
-    from tagger.classify import load_classifier
+    from tagger.classify import load_classifier, resolve_device
     from tagger.discover import discover
+    from tagger.pipeline import Decoder, default_workers
     from tagger.scan import default_state_path
     from tagger.scan import scan as run_scan
     from tagger.state import StateStore
@@ -240,24 +241,29 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
     )
     if not files:
         click.echo(f"warning: no video files under {', '.join(paths)}", err=True)
+    options = _tag_options(params)
     try:
-        classifier = load_classifier(
-            params["model"], params["device"], params["precision"], compile=params["compile_model"]
-        )
-        with (
-            StateStore(state or default_state_path(output)) as store,
-            progress.Reporter(len(files)) as report,
-        ):
-            summary = run_scan(
-                files,
-                classifier,
-                store,
-                _tag_options(params),
-                output=output,
-                sidecar=sidecar,
-                force=force,
-                on_result=report.update,
+        workers = options.workers or default_workers(resolve_device(params["device"]).type)
+        # The decode processes start while the model loads.
+        with Decoder(workers, options.timeout_s).start() as decoder:
+            classifier = load_classifier(
+                params["model"], params["device"], params["precision"], compile=params["compile_model"]
             )
+            with (
+                StateStore(state or default_state_path(output)) as store,
+                progress.Reporter(len(files)) as report,
+            ):
+                summary = run_scan(
+                    files,
+                    classifier,
+                    store,
+                    options,
+                    output=output,
+                    sidecar=sidecar,
+                    force=force,
+                    on_result=report.update,
+                    decoder=decoder,
+                )
     except TaggerError as exc:
         raise _fail(exc) from None
     progress.print_summary(summary)

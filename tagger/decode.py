@@ -47,6 +47,10 @@ class DecodeJob:
     threads: int = 2
 
 
+def ready() -> None:
+    """A no-op job: scheduling it starts a worker process, which imports this module."""
+
+
 def run_job(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
     """Worker entry point: probe and decode, with every failure turned into a DecodeError."""
     try:

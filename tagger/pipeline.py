@@ -16,12 +16,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tagger.decode import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, DecodeJob, run_job
+from tagger.decode import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, DecodeJob, ready, run_job
 from tagger.records import Clip, DecodeError, Tag, VideoInfo, VideoResult
 
 if TYPE_CHECKING:
@@ -38,9 +38,15 @@ STOP_POLL_S = 0.5
 _END = object()
 
 
-def default_workers() -> int:
-    """One decode worker per spare core, at least one; the model needs cores too."""
+def default_workers(device: str = "cpu") -> int:
+    """Decode processes for a model on ``device`` ("cpu" or "cuda").
+
+    On CPU the model needs the cores too: half of them decode (at least one). On a GPU
+    decoding is the bound, so every core but the one feeding the GPU decodes.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if device == "cuda":
+        return max(1, min(32, cores - 1))
     return max(1, min(8, cores // 2))
 
 
@@ -55,7 +61,8 @@ class TagOptions:
     threshold: float | None = None
     #: Clips per forward pass; None: the classifier's default for its device.
     batch_size: int | None = None
-    workers: int = field(default_factory=default_workers)
+    #: Decode processes; None: ``default_workers`` for the model's device.
+    workers: int | None = None
     timeout_s: float = 120.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_duration_s: float = DEFAULT_MAX_DURATION_S
@@ -110,21 +117,40 @@ class _Pending:
     total: np.ndarray | None = None
 
 
-class _Decoder:
-    """A pebble process pool with a bounded window of in-flight files."""
+class Decoder:
+    """Decode processes (a pebble pool) with a bounded window of in-flight files.
 
-    def __init__(self, workers: int, timeout_s: float, worker: Callable[[DecodeJob], Decoded]) -> None:
+    Pass one to ``tag`` to start the processes early, while the model loads (``start``);
+    otherwise ``tag`` makes its own. As a context manager it stops the processes on exit.
+    """
+
+    def __init__(
+        self, workers: int, timeout_s: float = 120.0, worker: Callable[[DecodeJob], Decoded] = run_job
+    ) -> None:
         import pebble
 
         # spawn, not fork: the parent holds torch's thread pools, which do not survive fork.
         self.pool = pebble.ProcessPool(max_workers=workers, context=multiprocessing.get_context("spawn"))
+        self.workers = workers
         self.timeout_s = timeout_s
         self.worker = worker
         self.window = 2 * workers + 2
 
+    def start(self) -> Decoder:
+        """Start the processes now (each imports the decoder) instead of at the first file."""
+        for _ in range(self.workers):
+            self.pool.schedule(ready)
+        return self
+
     def close(self) -> None:
         self.pool.stop()
         self.pool.join()
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(
         self, jobs: Iterable[DecodeJob | None], stop: threading.Event | None = None
@@ -188,13 +214,15 @@ def tag(
     options: TagOptions | None = None,
     decode: Callable[[DecodeJob], Decoded] = run_job,
     stop: threading.Event | None = None,
+    decoder: Decoder | None = None,
 ) -> Iterator[VideoResult]:
     """Tag each path; results come in completion order, errors as ``status="error"`` results.
 
     ``paths`` may be endless (a watched folder) and may yield ``None`` when it has nothing
     new, which flushes clips waiting for a full batch. Setting ``stop`` ends the stream soon:
     files not finished by then yield nothing. ``decode`` runs in the worker processes; it
-    must be a picklable top-level function.
+    must be a picklable top-level function. A ``decoder`` given by the caller (already
+    started, say) is used instead of ``decode``, ``workers`` and ``timeout_s``, and left open.
     """
     options = options or TagOptions()
     batch_size = options.batch_size or classifier.default_batch_size
@@ -204,7 +232,10 @@ def tag(
     )
     pending: dict[str, _Pending] = {}
     batch: deque[tuple[str, np.ndarray]] = deque()
-    decoder = _Decoder(options.workers, options.timeout_s, decode)
+    own_decoder = decoder is None
+    if decoder is None:
+        workers = options.workers or default_workers(classifier.device.type)
+        decoder = Decoder(workers, options.timeout_s, decode)
 
     def run_batch(size: int) -> Iterator[VideoResult]:
         items = [batch.popleft() for _ in range(min(size, len(batch)))]
@@ -236,7 +267,8 @@ def tag(
         while batch:
             yield from run_batch(batch_size)
     finally:
-        decoder.close()
+        if own_decoder:
+            decoder.close()
 
 
 def _result(state: _Pending, classifier: Classifier, options: TagOptions) -> VideoResult:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tagger import __version__, sinks
-from tagger.pipeline import TagOptions, tag
+from tagger.pipeline import Decoder, TagOptions, tag
 from tagger.records import OutputError, VideoFile, VideoResult
 from tagger.state import StateStore
 
@@ -59,10 +59,12 @@ def scan(
     sidecar: bool = False,
     force: bool = False,
     on_result: Callable[[VideoResult, bool], None] | None = None,
+    decoder: Decoder | None = None,
 ) -> ScanSummary:
     """Tag ``files`` and write ``output`` (a table path, ``-`` for stdout, or None).
 
     ``on_result(result, skipped)`` is called once per file as it finishes (progress).
+    ``decoder``: decode processes started by the caller (see ``tagger.pipeline.tag``).
     """
     started = time.perf_counter()
     summary = ScanSummary(videos=len(files))
@@ -91,7 +93,7 @@ def scan(
             summary.skipped += 1
             finish(known, skipped=True)
 
-    for result in tag(todo, classifier, options):
+    for result in tag(todo, classifier, options, decoder=decoder):
         state.record(by_path[result.path], model, result)
         summary.tagged += 1
         summary.clips += result.clips

@@ -8,8 +8,10 @@ import time
 import numpy as np
 import pytest
 
+from tagger import pipeline
 from tagger.decode import DecodeJob, run_job
-from tagger.pipeline import TagOptions, make_job, tag, top_tags
+from tagger.pipeline import Decoder, TagOptions, default_workers, make_job, tag, top_tags
+from tagger.records import DecodeError
 
 
 def crashing_decoder(job: DecodeJob):  # type: ignore[no-untyped-def]
@@ -20,6 +22,11 @@ def crashing_decoder(job: DecodeJob):  # type: ignore[no-untyped-def]
     if name.startswith("hang"):
         time.sleep(120)
     return run_job(job)
+
+
+def failing_decoder(job: DecodeJob):  # type: ignore[no-untyped-def]
+    """Worker that refuses every file, to show which decoder ``tag`` used."""
+    raise DecodeError(f"refused {os.path.basename(job.path)}")
 
 
 def _scores(result) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -113,3 +120,40 @@ def test_top_tags_threshold_and_k():
     assert [t.label for t in top_tags(probs, labels, 2, None)] == ["b", "c"]
     assert [t.label for t in top_tags(probs, labels, 3, 0.25)] == ["b", "c"]
     assert top_tags(probs, labels, 3, 0.9) == ()
+
+
+def test_a_started_decoder_is_used_and_left_open(video_factory, classifier):
+    import multiprocessing
+
+    path = str(video_factory(["red"] * 20))
+
+    def started() -> int:
+        return len(set(multiprocessing.active_children()) - before)
+
+    before = set(multiprocessing.active_children())
+    decoder = Decoder(2, worker=failing_decoder)
+    assert started() == 0  # nothing runs before start()
+    with decoder.start():
+        deadline = time.monotonic() + 30
+        while started() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started() == 2  # up before the first file
+
+        # The caller's decoder (its worker function) is used, not the default one ...
+        [refused] = list(tag([path], classifier, TagOptions(top_k=1), decoder=decoder))
+        assert not refused.ok and "refused" in (refused.error or "")
+        # ... and stays open for the next call.
+        [again] = list(tag([path], classifier, TagOptions(top_k=1), decoder=decoder))
+        assert "refused" in (again.error or "")
+    assert started() == 0
+    # Without a decoder, tag makes (and closes) its own with the real decoder.
+    [tagged] = list(tag([path], classifier, TagOptions(top_k=1, workers=1)))
+    assert tagged.ok and tagged.tags[0].label == "red"
+
+
+def test_default_workers_follow_the_device(monkeypatch):
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_workers("cpu") == 8  # the model needs the other half
+    assert default_workers("cuda") == 15  # decoding is the bound: all but one core
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert default_workers("cpu") == 1 and default_workers("cuda") == 1
