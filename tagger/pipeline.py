@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tagger import transport
 from tagger.decode import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, DecodeJob, ready, run_job
-from tagger.records import Clip, DecodeError, Tag, VideoInfo, VideoResult
+from tagger.records import DecodeError, Tag, VideoInfo, VideoResult
+from tagger.transport import Decoded, Packed, discard, run_packed, unpack
 
 if TYPE_CHECKING:
     from tagger.classify import Classifier
     from tagger.transforms import Preprocessing
 
 
-Decoded = tuple[VideoInfo, list[Clip]]
 #: How often a quiet source is asked again while files are in flight.
 IDLE_POLL_S = 0.1
 #: After a stop request, how long files already decoding may take to finish.
@@ -125,7 +126,11 @@ class Decoder:
     """
 
     def __init__(
-        self, workers: int, timeout_s: float = 120.0, worker: Callable[[DecodeJob], Decoded] = run_job
+        self,
+        workers: int,
+        timeout_s: float = 120.0,
+        worker: Callable[[DecodeJob], Decoded] = run_job,
+        shared_memory: bool = True,
     ) -> None:
         import pebble
 
@@ -134,7 +139,12 @@ class Decoder:
         self.workers = workers
         self.timeout_s = timeout_s
         self.worker = worker
+        #: Frames come back through shared memory (``tagger.transport``), not a pipe.
+        self.shared_memory = shared_memory
         self.window = 2 * workers + 2
+        self._running: dict[Any, str] = {}
+        if shared_memory:
+            transport.sweep()
 
     def start(self) -> Decoder:
         """Start the processes now (each imports the decoder) instead of at the first file."""
@@ -145,6 +155,12 @@ class Decoder:
     def close(self) -> None:
         self.pool.stop()
         self.pool.join()
+        # Files that finished after their caller stopped listening: free their frames.
+        for future in self._running:
+            finished = future.done() and not future.cancelled() and future.exception() is None
+            if finished and isinstance(future.result(), Packed):
+                discard(future.result())
+        self._running.clear()
 
     def __enter__(self) -> Decoder:
         return self
@@ -162,7 +178,7 @@ class Decoder:
         After ``stop`` is set no new job starts; files in flight get ``DRAIN_S`` to finish.
         """
         todo = iter(jobs)
-        running: dict[Any, str] = {}
+        running = self._running
         exhausted = False
         deadline = math.inf
         while True:
@@ -172,7 +188,10 @@ class Decoder:
             while not exhausted and len(running) < self.window:
                 job = next(todo, _END)
                 if isinstance(job, DecodeJob):
-                    future = self.pool.schedule(self.worker, args=(job,), timeout=self.timeout_s)
+                    if self.shared_memory:
+                        future = self.pool.schedule(run_packed, (self.worker, job), timeout=self.timeout_s)
+                    else:
+                        future = self.pool.schedule(self.worker, (job,), timeout=self.timeout_s)
                     running[future] = job.path
                     continue
                 exhausted, idle = job is _END, job is None
@@ -197,7 +216,8 @@ class Decoder:
         import pebble
 
         try:
-            return future.result()  # type: ignore[attr-defined, no-any-return]
+            result = future.result()  # type: ignore[attr-defined]
+            return unpack(result) if isinstance(result, Packed) else result  # type: ignore[no-any-return]
         except DecodeError as exc:
             return str(exc)
         except FutureTimeout:

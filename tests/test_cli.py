@@ -275,6 +275,9 @@ def test_killed_run_resumes_with_every_video_exactly_once(tmp_path, video_factor
     assert sorted(Path(r["path"]).name for r in rows) == names
     assert all(r["status"] == "ok" for r in rows)
     assert "already tagged" in rerun.stderr
+    # Frames the killed run left in shared memory are gone too.
+    if os.path.isdir("/dev/shm"):
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"vidtag-{proc.pid}-")]
 
 
 def test_scan_of_the_real_sample_library(real_data, tiny_model, tmp_path):
