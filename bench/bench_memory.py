@@ -1,11 +1,13 @@
 """Peak memory of ``vidtag scan`` over a small and a ten times larger folder of videos.
 
-    python bench/bench_memory.py --model models/demo [--small 200] [--large 2000] [--long VIDEO]
+    python bench/bench_memory.py --model models/demo [--small 200] [--large 2000]
+                                 [--long VIDEO | --long-minutes 10]
 
 Writes the videos once (short generated clips, ``tagger.synth``), then runs ``vidtag scan``
 over each folder in a fresh process and reports the peak resident memory of the largest
 process of the run (the tagger or a decode worker). Streaming with bounded queues should keep
-the two within a few per cent.
+the two within a few per cent. ``--long`` scans one long video alone; ``--long-minutes N``
+first generates one (H.264, 1920x1080, 25 fps, N minutes, cached in bench/.cache).
 """
 
 from __future__ import annotations
@@ -30,6 +32,31 @@ def make_videos(folder: Path, count: int) -> None:
     for i in range(count):
         label = CLASSES[i % len(CLASSES)]
         write_video(folder / f"{label}_{i:05d}.mp4", _frames(label, rng, 24, (96, 72)), 12, (96, 72))
+
+
+def make_long_video(path: Path, minutes: float) -> None:
+    """An H.264 1080p video of ``minutes``: a bright bar sweeping over a gradient, 25 fps."""
+    import av
+    import numpy as np
+
+    if path.is_file():
+        return
+    width, height, fps = 1920, 1080, 25
+    partial = path.with_suffix(".part.mp4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    luma = np.tile(np.linspace(16, 200, width, dtype=np.uint8), (height, 1))
+    chroma = np.full((height // 2, width), 128, dtype=np.uint8)  # U and V planes, stacked
+    with av.open(str(partial), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "30"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(int(minutes * 60 * fps)):
+            y = luma.copy()
+            x = (i * 8) % (width - 64)
+            y[:, x : x + 64] = 235
+            frame = av.VideoFrame.from_ndarray(np.concatenate([y, chroma]), format="yuv420p")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    partial.rename(path)
 
 
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
@@ -60,7 +87,13 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=2000)
     parser.add_argument("--long", help="also scan this one long video (e.g. 1080p, minutes) alone")
+    parser.add_argument("--long-minutes", type=float, help="generate a 1080p video this long as --long")
     args = parser.parse_args()
+    if args.long_minutes:
+        args.long = str(ROOT / "bench" / ".cache" / f"long_1080p_{args.long_minutes:g}min.mp4")
+        started = time.perf_counter()
+        make_long_video(Path(args.long), args.long_minutes)
+        print(f"{Path(args.long).name}: ready in {time.perf_counter() - started:.0f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         results = []
         for count in (args.small, args.large):

@@ -1,0 +1,131 @@
+"""What feeding the model costs: decoding a file, and moving its clips to the tagger process.
+
+    python bench/bench_decode.py [--files 16] [--clips 400] [--rounds 3]
+
+1. Decode: ``run_job`` on UCF101-shaped videos (320x240, 25 fps, 7 s), ms per file, with one
+   swscale context per video (vidtag) against a new one per frame (what
+   ``VideoFrame.to_ndarray(width=, height=)`` does, the baseline). Same pixels either way.
+2. Transport: one decode process returns ready 16x224x224 clips (no decoding, so only the
+   transport is measured); the tagger's CPU time per clip received and clips/s, through
+   shared memory (vidtag) against a pickled result over the pipe (the baseline). The
+   tagger's CPU per clip bounds how many clips/s one tagger can take in, whatever the
+   number of decode processes: the figure that matters on a GPU.
+
+Rounds alternate the two variants; figures are medians over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from common import CACHE, machine, ucf101_sized
+
+_FRAMES: Any = None
+
+
+def ready_clips(job: Any) -> Any:
+    """Decode-process stand-in: ``job.clips`` clips of 16x224x224 RGB, no decoding."""
+    global _FRAMES
+    import numpy as np
+
+    from tagger.records import Clip, VideoInfo
+
+    if _FRAMES is None:
+        _FRAMES = np.random.default_rng(0).integers(0, 255, (16, 224, 224, 3), dtype=np.uint8)
+    info = VideoInfo(path=job.path, duration_s=7.0, fps=25.0, frames=175, width=224, height=224)
+    return info, [Clip(job.path, i, 0.0, 2.56, _FRAMES.copy()) for i in range(job.clips)]
+
+
+class FreshContext:
+    """The baseline: a new swscale context for every frame."""
+
+    def reformat(self, frame: Any, **kwargs: Any) -> Any:
+        from av.video.reformatter import VideoReformatter
+
+        return VideoReformatter().reformat(frame, **kwargs)
+
+
+def decode_ms(files: list[str], fresh: bool) -> float:
+    from av.video.reformatter import VideoReformatter
+
+    from tagger import decode
+
+    decode.VideoReformatter = FreshContext if fresh else VideoReformatter  # type: ignore[misc, assignment]
+    jobs = [
+        decode.DecodeJob(
+            path=p, num_frames=16, stride=4, clips=None, short_side=224, size=None, crop=(224, 224)
+        )
+        for p in files
+    ]
+    started = time.perf_counter()
+    for job in jobs:
+        decode.run_job(job)
+    return (time.perf_counter() - started) / len(jobs) * 1000
+
+
+def transport(decoder: Any, clips: int, per_file: int) -> tuple[float, float]:
+    """(tagger CPU ms per clip, clips/s) for ``clips`` clips in files of ``per_file``."""
+    from tagger.decode import DecodeJob
+
+    jobs = [
+        DecodeJob(path=f"f{i}", num_frames=16, stride=4, clips=per_file) for i in range(clips // per_file)
+    ]
+    cpu, wall = time.process_time(), time.perf_counter()
+    got = 0
+    for item in decoder.run(jobs):
+        assert item is not None and not isinstance(item[1], str), item
+        got += len(item[1][1])
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return cpu / got * 1000, got / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--clips", type=int, default=400)
+    parser.add_argument("--per-file", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    from tagger.pipeline import Decoder
+
+    print(f"machine: {machine()}")
+    files = ucf101_sized(CACHE / "ucf101-sized", args.files, distinct=args.files)
+    decode_ms(files, fresh=False)  # warm-up: page cache, codec set-up
+
+    fresh, reused = [], []
+    for r in range(args.rounds):
+        for variant in (False, True) if r % 2 else (True, False):
+            (fresh if variant else reused).append(decode_ms(files, fresh=variant))
+    print(
+        f"decode, ms per UCF101-sized file (median of {args.rounds}): new swscale context per frame"
+        f" {statistics.median(fresh):.1f}, one per video {statistics.median(reused):.1f}"
+        f" ({statistics.median(fresh) / statistics.median(reused):.2f}x)"
+    )
+
+    results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    with (
+        Decoder(1, worker=ready_clips, shared_memory=True).start() as shared,
+        Decoder(1, worker=ready_clips, shared_memory=False).start() as piped,
+    ):
+        transport(shared, 20, args.per_file)
+        transport(piped, 20, args.per_file)  # warm-up
+        for r in range(args.rounds):
+            for use_shared in (True, False) if r % 2 else (False, True):
+                decoder = shared if use_shared else piped
+                results[use_shared].append(transport(decoder, args.clips, args.per_file))
+    print(f"transport of {args.clips} clips of 16x224x224x3 ({args.per_file} per file), 1 decode process:")
+    for use_shared, name in ((False, "pickled over the pipe"), (True, "shared memory")):
+        cpu = statistics.median(c for c, _ in results[use_shared])
+        rate = statistics.median(r for _, r in results[use_shared])
+        print(
+            f"  {name:22} tagger CPU {cpu:6.2f} ms/clip (caps one tagger at {1000 / cpu:6.0f} clips/s);"
+            f" {rate:6.1f} clips/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
