@@ -11,12 +11,17 @@
    tagger's CPU per clip bounds how many clips/s one tagger can take in, whatever the
    number of decode processes: the figure that matters on a GPU.
 
+3. Frame threads: decode-only clips/s of one decode process per core, each decoding with
+   one FFmpeg thread (vidtag when the processes fill the cores) against two (the baseline,
+   still used when there is a spare core per process).
+
 Rounds alternate the two variants; figures are medians over rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Any
@@ -82,6 +87,24 @@ def transport(decoder: Any, clips: int, per_file: int) -> tuple[float, float]:
     return cpu / got * 1000, got / wall
 
 
+def decode_rate(decoder: Any, files: list[str], threads: int) -> float:
+    """Decode-only clips/s over ``files`` with ``threads`` FFmpeg threads per file."""
+    from tagger.decode import DecodeJob
+
+    jobs = [
+        DecodeJob(
+            path=p, num_frames=16, stride=4, short_side=224, size=None, crop=(224, 224), threads=threads
+        )
+        for p in files
+    ]
+    started = time.perf_counter()
+    clips = 0
+    for item in decoder.run(jobs):
+        assert item is not None and not isinstance(item[1], str), item
+        clips += len(item[1][1])
+    return clips / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=16)
@@ -125,6 +148,20 @@ def main() -> None:
             f"  {name:22} tagger CPU {cpu:6.2f} ms/clip (caps one tagger at {1000 / cpu:6.0f} clips/s);"
             f" {rate:6.1f} clips/s"
         )
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    many = ucf101_sized(CACHE / "ucf101-sized", 4 * args.files, distinct=args.files)
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with Decoder(cores).start() as decoder:
+        decode_rate(decoder, many[: 2 * cores], 1)  # warm-up
+        for r in range(args.rounds):
+            for threads in (1, 2) if r % 2 else (2, 1):
+                rates[threads].append(decode_rate(decoder, many, threads))
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    print(
+        f"{cores} decode processes on {cores} cores, decode only: 2 FFmpeg threads each"
+        f" {two:.1f} clips/s, 1 thread each {one:.1f} clips/s ({one / two:.2f}x)"
+    )
 
 
 if __name__ == "__main__":
