@@ -5,7 +5,7 @@ pipe, read back in chunks and unpickled, which costs the tagger about 3 ms of CP
 caps one tagger near 330 clips/s however many decode processes feed it (bench_decode.py).
 Here the worker writes a file's clips into one block in ``/dev/shm`` and returns only its
 name and the clip layout; the tagger maps the block (all pages at once), unlinks its name,
-and uses the frames in place until the batch is stacked, so nothing is copied on the way.
+and uses the frames in place until the batch is stacked: the tagger copies nothing first.
 
 The worker writes the block with ``write()``, so a full ``/dev/shm`` (64 MB in a default
 Docker container) is an error it sees, and the frames then go the plain way.
