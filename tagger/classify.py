@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,7 @@ class Classifier:
         self.fingerprint = fingerprint
         #: Largest batch that fitted in GPU memory, once one did not.
         self.max_batch: int | None = None
+        self._batch: np.ndarray | None = None
 
     @property
     def default_batch_size(self) -> int:
@@ -201,6 +203,21 @@ class Classifier:
     def id(self) -> str:
         """Model name and weights hash, as written in the ``model`` column."""
         return f"{self.name}@{self.fingerprint}"
+
+    def stack(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        """Clips into one batch array, reused from call to call (page-locked on CUDA).
+
+        A fresh array per batch costs a page fault per 4 KB (2 ms per 2.4 MB clip, more than
+        the copy itself), and on CUDA a second copy into page-locked memory. The array is
+        valid until the next call; ``predict`` is done with it when it returns.
+        """
+        shape = (len(clips), *clips[0].shape)
+        if self._batch is None or self._batch.shape[1:] != shape[1:] or len(self._batch) < len(clips):
+            if self.device.type == "cuda":
+                self._batch = torch.empty(shape, dtype=torch.uint8, pin_memory=True).numpy()
+            else:
+                self._batch = np.empty(shape, dtype=np.uint8)
+        return np.stack(clips, out=self._batch[: len(clips)])
 
     def predict(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:
         """uint8 ``(B, T, H, W, 3)`` → float32 ``(B, labels)``; softmax, or sigmoid if multi-label.
@@ -231,6 +248,8 @@ class Classifier:
         frames = torch.as_tensor(clips)
         if self.device.type == "cuda":
             # uint8 crosses the bus (4x less than float); normalization happens on the GPU.
+            # pin_memory() is free for a batch from stack(), which is page-locked already;
+            # reading the probabilities back waits for the copy, so the batch can be reused.
             frames = frames.pin_memory().to(self.device, non_blocking=True)
         pixel_values = to_model_input(frames, self.prep, self.dtype)
         logits = self.model(pixel_values=pixel_values).logits.float()

@@ -259,7 +259,7 @@ def tag(
 
     def run_batch(size: int) -> Iterator[VideoResult]:
         items = [batch.popleft() for _ in range(min(size, len(batch)))]
-        probs = classifier.predict(np.stack([frames for _, frames in items]))
+        probs = classifier.predict(classifier.stack([frames for _, frames in items]))
         for (path, _), p in zip(items, probs, strict=True):
             state = pending[path]
             state.total = p.astype(np.float64) if state.total is None else state.total + p

@@ -93,6 +93,23 @@ def test_predict_gives_probabilities(classifier):
     assert probs.argmax(axis=1).tolist() == [0, 1, 2]
 
 
+def test_batches_are_stacked_into_one_reused_array(classifier):
+    rng = np.random.default_rng(5)
+    clips = list(rng.integers(0, 255, size=(4, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8))
+    first = classifier.stack(clips)
+    assert np.array_equal(first, np.stack(clips))
+    assert np.allclose(classifier.predict(first), classifier.predict(np.stack(clips)), atol=1e-6)
+
+    again = classifier.stack(clips[::-1])
+    assert np.shares_memory(first, again)  # no new array (and no new pages) per batch
+    assert np.array_equal(again, np.stack(clips[::-1]))
+    part = classifier.stack(clips[:2])  # a last, smaller batch is a view of the same array
+    assert part.shape[0] == 2 and np.shares_memory(part, again) and np.array_equal(part, np.stack(clips[:2]))
+
+    other = [c[:, :8] for c in clips]  # another clip shape gets its own array
+    assert np.array_equal(classifier.stack(other), np.stack(other))
+
+
 def test_multi_label_models_use_sigmoid(tiny_model, tmp_path):
     copy = tmp_path / "m"
     shutil.copytree(tiny_model, copy)

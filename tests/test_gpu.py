@@ -28,6 +28,17 @@ def test_cuda_auto_precision_agrees_with_cpu_fp32(tiny_model, classifier):
     assert (on_gpu.argmax(1) == on_cpu.argmax(1)).mean() >= 0.9
 
 
+def test_cuda_batches_are_page_locked_and_reused(tiny_model):
+    gpu = load_classifier(str(tiny_model), device="cuda")
+    rng = np.random.default_rng(4)
+    clips = list(rng.integers(0, 255, size=(8, TINY_FRAMES, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8))
+    batch = gpu.stack(clips)
+    assert torch.as_tensor(batch).is_pinned()  # pin_memory() in predict copies nothing more
+    first = gpu.predict(batch)
+    assert np.shares_memory(gpu.stack(clips[::-1]), batch)
+    assert np.allclose(gpu.predict(gpu.stack(clips)), first, atol=1e-3)
+
+
 def test_cuda_tagging_end_to_end(tiny_model, video_factory):
     gpu = load_classifier(str(tiny_model), device="cuda")
     paths = [str(video_factory([color] * 60)) for color in ("red", "green", "blue")]
