@@ -11,7 +11,9 @@
    tagger's CPU per clip bounds how many clips/s one tagger can take in, whatever the
    number of decode processes: the figure that matters on a GPU.
 
-3. Frame threads: decode-only clips/s of one decode process per core, each decoding with
+3. Batch assembly: stacking 32 clips into one batch, ms per clip, into a new array each
+   time (``np.stack``, the baseline) against ``Classifier.stack``, which reuses one array.
+4. Frame threads: decode-only clips/s of one decode process per core, each decoding with
    one FFmpeg thread (vidtag when the processes fill the cores) against two (the baseline,
    still used when there is a spare core per process).
 
@@ -26,7 +28,7 @@ import statistics
 import time
 from typing import Any
 
-from common import CACHE, machine, ucf101_sized
+from common import CACHE, machine, make_model, ucf101_sized
 
 _FRAMES: Any = None
 
@@ -105,6 +107,17 @@ def decode_rate(decoder: Any, files: list[str], threads: int) -> float:
     return clips / (time.perf_counter() - started)
 
 
+def assembly_ms(batches: int, reuse: bool, clips: list[Any], classifier: Any) -> float:
+    """ms per clip to stack ``clips`` into a batch ``batches`` times."""
+    import numpy as np
+
+    started = time.process_time()
+    for _ in range(batches):
+        batch = classifier.stack(clips) if reuse else np.stack(clips)
+        del batch
+    return (time.process_time() - started) / (batches * len(clips)) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=16)
@@ -148,6 +161,24 @@ def main() -> None:
             f"  {name:22} tagger CPU {cpu:6.2f} ms/clip (caps one tagger at {1000 / cpu:6.0f} clips/s);"
             f" {rate:6.1f} clips/s"
         )
+
+    import numpy as np
+
+    from tagger.classify import load_classifier
+
+    classifier = load_classifier(str(make_model("tiny")), device="cpu", precision="fp32")
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 255, (16, 224, 224, 3), dtype=np.uint8) for _ in range(32)]
+    assembly_ms(2, True, clips, classifier)  # warm-up
+    stacked: dict[bool, list[float]] = {True: [], False: []}
+    for r in range(args.rounds):
+        for reuse in (True, False) if r % 2 else (False, True):
+            stacked[reuse].append(assembly_ms(10, reuse, clips, classifier))
+    new_array, reused = statistics.median(stacked[False]), statistics.median(stacked[True])
+    print(
+        f"batch of 32 clips: np.stack into a new array {new_array:.3f} ms/clip,"
+        f" Classifier.stack into a reused one {reused:.3f} ms/clip ({new_array / reused:.1f}x)"
+    )
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     many = ucf101_sized(CACHE / "ucf101-sized", 4 * args.files, distinct=args.files)
