@@ -155,12 +155,13 @@ class Decoder:
     def close(self) -> None:
         self.pool.stop()
         self.pool.join()
-        # Files that finished after their caller stopped listening: free their frames.
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """Forget the files of a run nobody listens to any more; their frames are freed."""
         for future in self._running:
-            finished = future.done() and not future.cancelled() and future.exception() is None
-            if finished and isinstance(future.result(), Packed):
-                discard(future.result())
-        self._running.clear()
+            future.add_done_callback(_free_frames)
+        self._running = {}
 
     def __enter__(self) -> Decoder:
         return self
@@ -178,6 +179,7 @@ class Decoder:
         After ``stop`` is set no new job starts; files in flight get ``DRAIN_S`` to finish.
         """
         todo = iter(jobs)
+        self._abandon()  # files of an earlier run that was left unfinished are not this run's
         running = self._running
         exhausted = False
         deadline = math.inf
@@ -226,6 +228,12 @@ class Decoder:
             return f"the decoder crashed (exit code {exc.exitcode})"
         except Exception as exc:
             return f"decoding failed: {type(exc).__name__}: {exc}"
+
+
+def _free_frames(future: Any) -> None:
+    """Done-callback of an abandoned file: free its shared-memory frames, if any."""
+    if not future.cancelled() and future.exception() is None and isinstance(future.result(), Packed):
+        discard(future.result())
 
 
 def tag(

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="needs POSIX shared mem
 
 
 def blocks() -> set[str]:
-    return {p.name for p in SHM.iterdir()}
+    """vidtag's blocks in shared memory (not multiprocessing's semaphores)."""
+    return {p.name for p in SHM.iterdir() if p.name.startswith("vidtag-")}
 
 
 def decoded(clips: int = 3) -> tuple[VideoInfo, list[Clip]]:
@@ -130,3 +131,24 @@ def test_sweep_removes_blocks_of_taggers_that_are_gone():
     finally:
         for path in (stale, live, other):
             path.unlink(missing_ok=True)
+
+
+def test_a_decoder_reused_after_an_abandoned_run_yields_only_the_new_files(video_factory, classifier):
+    old = [str(video_factory(["red"] * 20, name=f"old{i}.mp4")) for i in range(4)]
+    new = [str(video_factory(["blue"] * 20, name=f"new{i}.mp4")) for i in range(2)]
+    options = TagOptions()
+    before = blocks()
+    with Decoder(2) as decoder:
+        stream = decoder.run(make_job(p, classifier.prep, classifier.stride, options) for p in old)
+        next(stream)  # the caller stops listening after one file
+        stream.close()
+        got = [
+            item[0]
+            for item in decoder.run([make_job(p, classifier.prep, classifier.stride, options) for p in new])
+            if item
+        ]
+        assert sorted(got) == sorted(new)
+        deadline = time.monotonic() + 30
+        while blocks() - before and time.monotonic() < deadline:
+            time.sleep(0.05)  # the abandoned files finish and free their frames
+        assert not blocks() - before
