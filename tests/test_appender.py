@@ -17,34 +17,22 @@ from typing import Any
 import pytest
 
 from tagger import sinks
-from tagger.records import FIELDS, OutputError, Tag, VideoResult
+from tagger.records import FIELDS, OutputError, VideoResult
 from tagger.sinks import Appender
 
+from .test_sinks import NASTY_ERROR, csv_cell
+from .test_sinks import make_rows as table_rows
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-NASTY_ERROR = 'decode failed: "bad, very bad"\nsecond line, with a comma'
 
 
 def make_rows() -> list[dict[str, Any]]:
-    results = [
-        VideoResult(
-            path="/videos/plain.mp4",
-            tags=(Tag("juggling", 0.875), Tag("dancing", 0.125)),
-            clips=4,
-            duration_s=12.5,
-            model="m",
-        ),
-        VideoResult(
-            path='/vidéos/日本語 clip, "quoted".mkv', tags=(Tag("café ☕", 0.5),), clips=1, model="m"
-        ),
-        VideoResult.failed("/videos/broken.avi", NASTY_ERROR, model="m"),
+    """The table rows of the sinks tests, plus the rows only a daemon appends."""
+    extra = [
         VideoResult(path="/videos/old.mp4", model="m", status="moved", error="moved to /videos/new.mp4"),
         VideoResult(path="/videos/gone.mp4", model="m", status="removed"),
     ]
-    return [r.row() for r in results]
-
-
-def csv_cell(value: Any) -> str:
-    return "" if value is None else str(value)
+    return table_rows() + [r.row() for r in extra]
 
 
 def as_csv(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
