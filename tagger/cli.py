@@ -368,7 +368,7 @@ def watch(
         with StateStore(state) as store:
             store.lock()
             classifier = load_classifier(
-                params["model"], device=params["device"], precision=params["precision"]
+                params["model"], params["device"], params["precision"], compile=params["compile_model"]
             )
             appender = Appender(output) if output else None
             signal.signal(signal.SIGTERM, on_signal)
