@@ -28,7 +28,7 @@ import statistics
 import time
 from typing import Any
 
-from common import CACHE, machine, make_model, ucf101_sized
+from common import CACHE, decode_only, machine, make_model, ucf101_sized
 
 _FRAMES: Any = None
 
@@ -80,13 +80,8 @@ def transport(decoder: Any, clips: int, per_file: int) -> tuple[float, float]:
     jobs = [
         DecodeJob(path=f"f{i}", num_frames=16, stride=4, clips=per_file) for i in range(clips // per_file)
     ]
-    cpu, wall = time.process_time(), time.perf_counter()
-    got = 0
-    for item in decoder.run(jobs):
-        assert item is not None and not isinstance(item[1], str), item
-        got += len(item[1][1])
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return cpu / got * 1000, got / wall
+    run = decode_only(decoder, jobs)
+    return run.cpu_seconds / run.clips * 1000, run.clips_per_s
 
 
 def decode_rate(decoder: Any, files: list[str], threads: int) -> float:
@@ -99,12 +94,7 @@ def decode_rate(decoder: Any, files: list[str], threads: int) -> float:
         )
         for p in files
     ]
-    started = time.perf_counter()
-    clips = 0
-    for item in decoder.run(jobs):
-        assert item is not None and not isinstance(item[1], str), item
-        clips += len(item[1][1])
-    return clips / (time.perf_counter() - started)
+    return decode_only(decoder, jobs).clips_per_s
 
 
 def assembly_ms(batches: int, reuse: bool, clips: list[Any], classifier: Any) -> float:

@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tagger.classify import load_classifier
-    from tagger.pipeline import Decoder, TagOptions, default_workers
+    from tagger.pipeline import Decoder, TagOptions, default_workers, make_job
 
     started = time.perf_counter()
     files = ucf101_sized(CACHE / "ucf101-sized", args.videos, args.distinct)
@@ -116,7 +116,9 @@ def main() -> None:
 
     with Decoder(workers).start() as decoder:
         vidtag(files[: 2 * batch], classifier, options, decoder)  # warm-up (and compilation)
-        decoded = decode_only(files, classifier, options, decoder)
+        decoded = decode_only(
+            decoder, (make_job(p, classifier.prep, classifier.stride, options) for p in files)
+        )
         print(f"decode only: {decoded.clips_per_s:.1f} clips/s", flush=True)
         top = ceiling(classifier, batch, clips=max(len(files), 4 * batch))
         print(f"model ceiling: {top.clips_per_s:.1f} clips/s", flush=True)

@@ -13,6 +13,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ class Run:
     videos: int
     clips: int
     model_seconds: float = 0.0
+    #: CPU time of this (the tagger's) process, where measured.
+    cpu_seconds: float = 0.0
 
     @property
     def videos_per_s(self) -> float:
@@ -168,12 +171,9 @@ def ceiling(classifier: Any, batch_size: int, clips: int) -> Run:
     return Run(seconds, 0, batches * batch_size, seconds)
 
 
-def decode_only(files: list[str], classifier: Any, options: Any, decoder: Any) -> Run:
-    """The decode processes alone, no model: how fast clips can be fed."""
-    from tagger.pipeline import make_job
-
-    jobs = (make_job(p, classifier.prep, classifier.stride, options) for p in files)
-    started = time.perf_counter()
+def decode_only(decoder: Any, jobs: Iterable[Any]) -> Run:
+    """The decode processes alone, no model: how fast clips can be fed (and this process's CPU)."""
+    cpu, started = time.process_time(), time.perf_counter()
     videos = clips = 0
     for item in decoder.run(jobs):
         if item is None:
@@ -182,8 +182,9 @@ def decode_only(files: list[str], classifier: Any, options: Any, decoder: Any) -
         if isinstance(outcome, str):
             raise SystemExit(f"decode failed: {outcome}")
         videos += 1
-        clips += len(outcome[1]) * options.crops
-    return Run(time.perf_counter() - started, videos, clips)
+        clips += len(outcome[1])
+    seconds = time.perf_counter() - started
+    return Run(seconds, videos, clips, cpu_seconds=time.process_time() - cpu)
 
 
 def spread(values: list[float], fmt: str = ".2f") -> str:

@@ -43,7 +43,6 @@ class Packed:
     clips: list[Clip]  # frames left empty
     shapes: list[tuple[int, ...]]
     name: str
-    size: int
 
 
 def available() -> bool:
@@ -80,7 +79,7 @@ def pack(decoded: Decoded) -> Decoded | Packed:
     finally:
         os.close(fd)
     shapes = [c.frames.shape for c in clips]
-    return Packed(info, [replace(c, frames=_NO_FRAMES) for c in clips], shapes, name, total)
+    return Packed(info, [replace(c, frames=_NO_FRAMES) for c in clips], shapes, name)
 
 
 def unpack(packed: Packed) -> Decoded:
@@ -93,7 +92,7 @@ def unpack(packed: Packed) -> Decoded:
     try:
         block = mmap.mmap(
             fd,
-            packed.size,
+            sum(math.prod(shape) for shape in packed.shapes),
             flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
             prot=mmap.PROT_READ,
         )
