@@ -289,6 +289,8 @@ class _Session:
         self.gone: set[str] = set()
         self.moved: dict[str, tuple[str, float]] = {}
         self.arrivals: dict[str, float] = {}
+        # Vanished videos waiting for their arrival elsewhere: path -> when to call them deleted.
+        self.unpaired: dict[str, float] = {}
         self.new_dirs: list[str] = []
         self.gone_dirs: list[str] = []
         self.observers: dict[bool, BaseObserver] = {}
@@ -448,11 +450,21 @@ class _Session:
             return
         if os.path.lexists(path):
             return  # replaced already; its own events make it a candidate
-        if self.pair(path):
-            return
-        self.gone.add(path)
-        self.yielded.pop(path, None)
-        self.out.append(Deleted(path))
+        if not self.pair(path):
+            # Its arrival elsewhere may come later: polling can see a folder half-renamed
+            # (this file gone, its new copy only in the next snapshot). Wait one poll for it.
+            self.unpaired.setdefault(path, time.monotonic() + _PAIR_DELAY_S + self.w.poll_interval_s)
+
+    def report_unpaired(self, now: float) -> None:
+        """A vanished video that no arrival claimed in time is deleted."""
+        for path, until in list(self.unpaired.items()):
+            if os.path.lexists(path) or self.pair(path):
+                del self.unpaired[path]
+            elif now >= until:
+                del self.unpaired[path]
+                self.gone.add(path)
+                self.yielded.pop(path, None)
+                self.out.append(Deleted(path))
 
     # -- raw events ----------------------------------------------------------------
 
@@ -560,6 +572,7 @@ class _Session:
             self.reconcile(self.w.roots, list(self.w.known_paths()), quiet=True)
             self.next_rescan = time.monotonic() + self.w.rescan_s
         self.settle(now)
+        self.report_unpaired(now)
         for dst in [d for d, (_, until) in self.moved.items() if until <= now]:
             del self.moved[dst]
         for path in [p for p, since in self.arrivals.items() if now - since > _PAIR_WINDOW_S]:

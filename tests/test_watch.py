@@ -321,6 +321,25 @@ def test_folder_moved_inside_the_tree_moves_each_video_once(
     assert sorted(stream.store.known()) == sorted(dst for _, dst in expected)
 
 
+def test_a_video_that_vanishes_and_arrives_elsewhere_a_moment_later_is_moved(
+    tmp_path: Path, streams: Callable[..., Stream]
+) -> None:
+    # What polling sees when a folder is renamed between two snapshots of its sub-folders:
+    # the file gone in one poll, its new copy only in the next.
+    root, outside = tmp_path / "lib", tmp_path / "outside"
+    video = write(root / "a.mp4")
+    outside.mkdir()
+    stream = streams([root])
+    stream.until(has_settled(video))
+    video.rename(outside / "a.mp4")
+    time.sleep(0.3)  # longer than a poll: the vanishing is seen first
+    (outside / "a.mp4").rename(root / "b.mp4")
+    stream.until(lambda got: bool(moved(got)))
+    stream.run_for(3 * SETTLE)
+    assert [(m.src, m.dst.path) for m in moved(stream.got)] == [(str(video), str(root / "b.mp4"))]
+    assert deleted(stream.got) == [] and settled(stream.got) == [str(video)]
+
+
 def test_deleted_folder_reports_its_known_videos(tmp_path: Path, streams: Callable[..., Stream]) -> None:
     videos = [write(tmp_path / "sub" / "a.mp4"), write(tmp_path / "sub" / "deep" / "b.mp4")]
     other = write(tmp_path / "other.mp4")
