@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 import queue
-import re
 import stat
 import threading
 import time
@@ -40,6 +39,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from tagger.discover import VIDEO_SUFFIXES, discover
+from tagger.mounts import network_filesystem
 from tagger.records import VideoFile
 
 __all__ = [
@@ -66,33 +66,6 @@ TEMP_PATTERNS: tuple[str, ...] = (
     ".*",  # rsync's ".name.XXXXXX", ".syncthing.*", and every other dot-file
 )
 
-# Filesystems whose changes made by other machines never reach this kernel's inotify.
-_NETWORK_FSTYPES = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb3",
-        "smbfs",
-        "ncpfs",
-        "9p",
-        "ceph",
-        "glusterfs",
-        "lustre",
-        "gpfs",
-        "afs",
-        "coda",
-        "beegfs",
-        "ocfs2",
-        "gfs2",
-        "orangefs",
-        "virtiofs",
-        "vboxsf",
-        "davfs",
-        "fuse",
-    }
-)
-
 # Only these reach the queue. With inotify the list also narrows the kernel mask, so our own
 # reads (the settle check, the tagger decoding) raise no events at all.
 _EVENT_TYPES: list[type[FileSystemEvent]] = [
@@ -117,8 +90,6 @@ _MOVE_MEMORY_S = 30.0
 _PAIR_WINDOW_S = 5.0
 _PAIR_DELAY_S = 0.6
 _PAIR_CHECKS = 64
-
-_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 _Key = tuple[int, int]
 
@@ -152,33 +123,6 @@ def is_temporary(path: str) -> bool:
     """Whether the base name of ``path`` is a download or sync in progress (see ``TEMP_PATTERNS``)."""
     name = os.path.basename(path.rstrip(os.sep)).lower()
     return any(fnmatchcase(name, pattern) for pattern in TEMP_PATTERNS)
-
-
-def network_filesystem(path: str, mounts_file: str = "/proc/mounts") -> str | None:
-    """The fstype when ``path`` lives on a network or FUSE filesystem, else ``None``.
-
-    The mount is the longest mount point containing the real path; ``None`` as well when
-    ``mounts_file`` cannot be read.
-    """
-    real = os.path.realpath(path)
-    try:
-        with open(mounts_file, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    best_len, best_type = -1, ""
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[1])
-        prefix = point.rstrip("/") + "/"
-        # ">=": a later mount over the same point hides the earlier one.
-        if (real == point or real.startswith(prefix)) and len(point) >= best_len:
-            best_len, best_type = len(point), fields[2]
-    if best_type in _NETWORK_FSTYPES or best_type.startswith("fuse."):
-        return best_type
-    return None
 
 
 class Watcher:
