@@ -38,6 +38,23 @@ class DeviceType(click.ParamType):
         return str(value)
 
 
+def _writable_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A file vidtag will create: its folder must exist and take new files (checked for real)."""
+    if value is None or value == "-":
+        return value
+    from tagger.names import display
+    from tagger.sinks import check_writable
+
+    folder = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"folder {display(folder)} does not exist")
+    try:
+        check_writable(value)
+    except TaggerError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _output_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
@@ -47,10 +64,32 @@ def _output_path(ctx: click.Context, param: click.Parameter, value: str | None) 
         table_format(value)
     except TaggerError as exc:
         raise click.BadParameter(str(exc)) from None
-    folder = os.path.dirname(os.path.abspath(value))
-    if value != "-" and not os.path.isdir(folder):
-        raise click.BadParameter(f"folder {folder} does not exist")
-    return value
+    return _writable_file(ctx, param, value)
+
+
+def state_options(f: F) -> F:
+    f = click.option(
+        "--allow-network-state",
+        is_flag=True,
+        help="Allow --state on NFS/SMB/FUSE (SQLite's locks and WAL need a local disk).",
+    )(f)
+    return click.option(
+        "--state",
+        type=click.Path(dir_okay=False, path_type=str),
+        callback=_writable_file,
+        default=None,
+        help="SQLite file of finished videos [default: OUTPUT.vidtag.db on a local disk, "
+        "else under $XDG_STATE_HOME/vidtag/].",
+    )(f)
+
+
+def _locked(stack: Any, store: Any, output: str | None) -> None:
+    """One writer per output and per state file: claim both (refused with the holder's pid)."""
+    from tagger.state import hold_lock, release_lock
+
+    store.lock()
+    if output is not None and output != "-":
+        stack.callback(release_lock, hold_lock(output))
 
 
 def model_option(f: F) -> F:
@@ -117,6 +156,48 @@ def _setup_logging(verbose: int, daemon: bool = False) -> None:
         fmt = "%(asctime)s %(levelname)s %(message)s" if daemon else "%(levelname)s %(name)s: %(message)s"
         handler.setFormatter(logging.Formatter(fmt))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def ctx_verbose() -> int:
+    return int((click.get_current_context().find_root().params or {}).get("verbose") or 0)
+
+
+def _daemon_log(verbose: int, log_file: str | None, stop: Any) -> list[TaggerError]:
+    """Send the daemon's log to ``log_file`` (or keep stderr); a log that cannot be written
+    (disk full) stops the daemon, whose exit then says why, instead of logging's traceback
+    and a daemon nobody hears. Returns the list the fault lands in."""
+    from logging.handlers import WatchedFileHandler
+
+    from tagger.sinks import cannot_write
+
+    if log_file is not None:
+        try:
+            handler: logging.Handler = WatchedFileHandler(
+                log_file, encoding="utf-8", errors="backslashreplace"
+            )
+        except OSError as e:
+            raise UsageFailure(str(cannot_write(log_file, e))) from None
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.basicConfig(level=logging.INFO - 10 * verbose, handlers=[handler], force=True)
+    faults: list[TaggerError] = []
+    name = log_file or "the log (stderr)"
+
+    def guard(handler: logging.Handler) -> None:
+        original = handler.handleError
+
+        def handle_error(record: logging.LogRecord) -> None:
+            exc = sys.exc_info()[1]
+            if not isinstance(exc, OSError):
+                original(record)
+            elif not faults:
+                faults.append(cannot_write(name, exc))
+                stop.set()
+
+        handler.handleError = handle_error  # type: ignore[method-assign]
+
+    for each in logging.getLogger().handlers:
+        guard(each)
+    return faults
 
 
 def _fail(exc: TaggerError) -> click.ClickException:
@@ -211,12 +292,7 @@ def _tag_options(params: dict[str, Any]) -> Any:
 )
 @tagging_options
 @click.option("--hidden", is_flag=True, help="Also scan dot-files and dot-folders.")
-@click.option(
-    "--state",
-    type=click.Path(dir_okay=False, path_type=str),
-    default=None,
-    help="SQLite file of finished videos [default: next to the output, OUTPUT.vidtag.db].",
-)
+@state_options
 @click.option("--force", is_flag=True, help="Re-tag videos the state file already has.")
 def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: bool, **params: Any) -> None:
     """Tag every video under PATHS and write one row per video.
@@ -225,17 +301,22 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
     Example:
       vidtag scan ./videos -o labels.csv
     """
+    from contextlib import ExitStack
+
     from tagger import progress
     from tagger.classify import load_classifier, resolve_device
     from tagger.discover import discover
     from tagger.pipeline import Decoder, default_workers
-    from tagger.scan import default_state_path
     from tagger.scan import scan as run_scan
-    from tagger.state import StateStore
+    from tagger.state import StateStore, resolve_state_path
 
     sidecar = params["sidecar"]
     if output is None and not sidecar:
         output = "-"
+    try:
+        state = resolve_state_path(state, output, allow_network=params["allow_network_state"])
+    except TaggerError as exc:
+        raise UsageFailure(str(exc)) from None
     files = list(
         discover(paths, include=params["include"], exclude=params["exclude"], hidden=params["hidden"])
     )
@@ -244,15 +325,15 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
     options = _tag_options(params)
     try:
         workers = options.workers or default_workers(resolve_device(params["device"]).type)
-        # The decode processes start while the model loads.
-        with Decoder(workers, options.timeout_s).start() as decoder:
+        with ExitStack() as stack:
+            store = stack.enter_context(StateStore(state))
+            _locked(stack, store, output)
+            # The decode processes start while the model loads.
+            decoder = stack.enter_context(Decoder(workers, options.timeout_s).start())
             classifier = load_classifier(
                 params["model"], params["device"], params["precision"], compile=params["compile_model"]
             )
-            with (
-                StateStore(state or default_state_path(output)) as store,
-                progress.Reporter(len(files)) as report,
-            ):
+            with progress.Reporter(len(files)) as report:
                 summary = run_scan(
                     files,
                     classifier,
@@ -283,11 +364,14 @@ def _append_path(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option("-o", "--output", callback=_append_path, help="CSV or JSONL file that rows are appended to.")
 @tagging_options
+@state_options
 @click.option(
-    "--state",
+    "--log",
+    "log_file",
     type=click.Path(dir_okay=False, path_type=str),
+    callback=_writable_file,
     default=None,
-    help="SQLite state [default: OUTPUT.vidtag.db, or ROOT/.vidtag.db without --output].",
+    help="Append the log to this file (reopened when logrotate moves it) [default: stderr].",
 )
 @click.option(
     "--settle",
@@ -337,6 +421,7 @@ def watch(
     on_delete: str,
     retries: int,
     status_every: float,
+    log_file: str | None,
     **params: Any,
 ) -> None:
     """Tag each new video under ROOTS once it has finished arriving; runs until stopped.
@@ -347,16 +432,21 @@ def watch(
     """
     import signal
     import threading
+    from contextlib import ExitStack
 
     from tagger.classify import load_classifier
     from tagger.daemon import Daemon, WatchOptions
     from tagger.sinks import Appender
-    from tagger.state import StateStore
+    from tagger.state import StateStore, resolve_state_path
 
     if output is None and not params["sidecar"]:
         raise click.UsageError("nothing to write: give --output FILE and/or --sidecar")
-    state = state or (output + ".vidtag.db" if output else os.path.join(roots[0], ".vidtag.db"))
     stop = threading.Event()
+    log_faults = _daemon_log(ctx_verbose(), log_file, stop)
+    try:
+        state = resolve_state_path(state, output, roots, allow_network=params["allow_network_state"])
+    except TaggerError as exc:
+        raise UsageFailure(str(exc)) from None
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set():
@@ -365,8 +455,9 @@ def watch(
         stop.set()
 
     try:
-        with StateStore(state) as store:
-            store.lock()
+        with ExitStack() as stack:
+            store = stack.enter_context(StateStore(state))
+            _locked(stack, store, output)
             classifier = load_classifier(
                 params["model"], params["device"], params["precision"], compile=params["compile_model"]
             )
@@ -393,6 +484,9 @@ def watch(
                     appender.close()
     except TaggerError as exc:
         raise _fail(exc) from None
+    if log_faults:
+        # Said on stderr, the one place left; systemd's Restart=on-failure tries again later.
+        raise click.ClickException(str(log_faults[0]))
 
 
 @cli.command()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from tagger import __version__, sinks
 from tagger.pipeline import TagOptions, tag
-from tagger.records import OutputError, VideoFile, VideoResult
+from tagger.records import OutputError, StorageError, VideoFile, VideoResult
 from tagger.state import StateStore
 from tagger.watch import Deleted, Moved, Settled, Watcher
 
@@ -180,6 +180,8 @@ class Daemon:
         if self.sidecar and result.status in ("ok", "error"):
             try:
                 sinks.write_sidecar(result, {"version": __version__})
+            except StorageError:
+                raise  # the disk, not this file: the daemon stops and says so
             except OutputError as exc:
                 log.warning("%s", exc)
         self.store.mark_emitted(path, self.model)

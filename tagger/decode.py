@@ -70,7 +70,9 @@ def _ffmpeg_message(exc: av.FFmpegError) -> str:
 
 def _open(path: str) -> Any:
     try:
-        return av.open(path, metadata_errors="ignore")
+        # "file:" makes FFmpeg take the name as it is: without it a name such as
+        # "concat:a.mp4" or "http:x.mp4" in the current folder is read as a protocol.
+        return av.open("file:" + path, metadata_errors="ignore")
     except av.FFmpegError as exc:
         raise DecodeError(f"not a readable video: {_ffmpeg_message(exc)}") from None
 

@@ -7,11 +7,9 @@ a short video; a video's score is the mean of its clips' probabilities.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -33,8 +31,6 @@ if TYPE_CHECKING:
 
 #: How often a quiet source is asked again while files are in flight.
 IDLE_POLL_S = 0.1
-#: After a stop request, how long files already decoding may take to finish.
-DRAIN_S = 3.0
 STOP_POLL_S = 0.5
 _END = object()
 
@@ -176,17 +172,18 @@ class Decoder:
 
         A ``None`` job means the source has nothing right now (a watched folder is quiet):
         once the files in flight are done, ``None`` is yielded so the caller can flush.
-        After ``stop`` is set no new job starts; files in flight get ``DRAIN_S`` to finish.
+        Once ``stop`` is set the run ends: files in flight are abandoned (their frames freed)
+        and the caller's source tags them another time.
         """
         todo = iter(jobs)
         self._abandon()  # files of an earlier run that was left unfinished are not this run's
         running = self._running
         exhausted = False
-        deadline = math.inf
         while True:
             idle = False
-            if stop is not None and stop.is_set() and deadline == math.inf:
-                exhausted, deadline = True, time.monotonic() + DRAIN_S
+            if stop is not None and stop.is_set():
+                self._abandon()
+                return
             while not exhausted and len(running) < self.window:
                 job = next(todo, _END)
                 if isinstance(job, DecodeJob):
@@ -205,14 +202,10 @@ class Decoder:
                 continue
             # With a stop event, wake up now and then so a stop request is seen promptly.
             timeout = IDLE_POLL_S if idle else (None if stop is None else STOP_POLL_S)
-            if deadline < math.inf:
-                timeout = max(0.0, deadline - time.monotonic())
             done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
             for finished in done:
                 path = running.pop(finished)
                 yield path, self._outcome(finished)
-            if time.monotonic() >= deadline:
-                return
 
     def _outcome(self, future: object) -> Decoded | str:
         import pebble
@@ -247,10 +240,12 @@ def tag(
     """Tag each path; results come in completion order, errors as ``status="error"`` results.
 
     ``paths`` may be endless (a watched folder) and may yield ``None`` when it has nothing
-    new, which flushes clips waiting for a full batch. Setting ``stop`` ends the stream soon:
-    files not finished by then yield nothing. ``decode`` runs in the worker processes; it
-    must be a picklable top-level function. A ``decoder`` given by the caller (already
-    started, say) is used instead of ``decode``, ``workers`` and ``timeout_s``, and left open.
+    new, which flushes clips waiting for a full batch. Once ``stop`` is set no new forward
+    pass starts: the stream ends after the one under way, and files not finished by then
+    yield nothing (a daemon must exit within its service manager's grace period).
+    ``decode`` runs in the worker processes; it must be a picklable top-level function. A
+    ``decoder`` given by the caller (already started, say) is used instead of ``decode``,
+    ``workers`` and ``timeout_s``, and left open.
     """
     options = options or TagOptions()
     batch_size = options.batch_size or classifier.default_batch_size
@@ -276,10 +271,15 @@ def tag(
                 del pending[path]
                 yield _result(state, classifier, options)
 
+    def stopping() -> bool:
+        return stop is not None and stop.is_set()
+
     try:
         for item in decoder.run(jobs, stop):
+            if stopping():
+                break
             if item is None:
-                while batch:
+                while batch and not stopping():
                     yield from run_batch(batch_size)
                 continue
             path, outcome = item
@@ -290,9 +290,9 @@ def tag(
             cut = [v for clip in clips for v in views(clip.frames, classifier.prep.crop, options.crops)]
             pending[path] = _Pending(info, clips=len(clips), expected=len(cut))
             batch.extend((path, frames) for frames in cut)
-            while len(batch) >= batch_size:
+            while len(batch) >= batch_size and not stopping():
                 yield from run_batch(batch_size)
-        while batch:
+        while batch and not stopping():
             yield from run_batch(batch_size)
     finally:
         if own_decoder:

@@ -7,8 +7,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from tagger.names import display
 
 if TYPE_CHECKING:
     from tagger.records import VideoResult
@@ -72,8 +75,10 @@ def print_summary(summary: ScanSummary) -> None:
     table.add_row("clips/s", f"{summary.clips_per_s:.1f}")
     console.print(table)
     for result in summary.failed[:_LISTED_FAILURES]:
-        console.print(f"[red]error[/red] {result.path}: {result.error}", soft_wrap=True)
+        # Escaped: a file named "[bold]x.mp4" is a name, not markup.
+        text = escape(f"{display(result.path)}: {display(result.error)}")
+        console.print(f"[red]error[/red] {text}", soft_wrap=True)
     if len(summary.failed) > _LISTED_FAILURES:
         console.print(f"... and {len(summary.failed) - _LISTED_FAILURES} more (status=error in the output)")
     for message in summary.sidecar_errors:
-        console.print(f"[red]sidecar[/red] {message}", soft_wrap=True)
+        console.print(f"[red]sidecar[/red] {escape(display(message))}", soft_wrap=True)

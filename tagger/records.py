@@ -49,6 +49,15 @@ class OutputError(TaggerError):
     """An output could not be written (or would overwrite a file vidtag did not write)."""
 
 
+class StorageError(OutputError):
+    """The disk under an output is full, read-only or failing: every later write would fail
+    too, so a run stops at the first one (and keeps what the state store holds)."""
+
+
+class StateError(TaggerError):
+    """The SQLite state cannot be used: locked past the busy timeout, damaged, or its disk full."""
+
+
 @dataclass(frozen=True)
 class VideoFile:
     """A file found by discovery, with the stat fields that key the state store."""

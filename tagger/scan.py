@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from tagger import __version__, sinks
 from tagger.pipeline import Decoder, TagOptions, tag
-from tagger.records import OutputError, VideoFile, VideoResult
+from tagger.records import OutputError, StorageError, VideoFile, VideoResult
 from tagger.state import StateStore
 
 if TYPE_CHECKING:
@@ -41,13 +41,6 @@ class ScanSummary:
     @property
     def clips_per_s(self) -> float:
         return self.clips / self.seconds if self.seconds > 0 else 0.0
-
-
-def default_state_path(output: str | None) -> str | None:
-    """State lives next to the output (``labels.csv`` → ``labels.csv.vidtag.db``)."""
-    if output is None or output == "-":
-        return None
-    return output + ".vidtag.db"
 
 
 def scan(
@@ -79,6 +72,8 @@ def scan(
                 path = sinks.sidecar_path(result.path)
                 if not (skipped and os.path.isfile(path)):
                     sinks.write_sidecar(result, {"version": __version__})
+            except StorageError:
+                raise  # the disk, not this file: every later sidecar would fail too
             except OutputError as exc:
                 summary.sidecar_errors.append(str(exc))
         if on_result:

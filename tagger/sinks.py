@@ -7,6 +7,7 @@ file; the daemon's row-by-row output goes through :class:`Appender`, one whole l
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import logging
@@ -21,7 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from tagger.records import FIELDS, OutputError, VideoResult
+from tagger.names import display, is_utf8, json_text
+from tagger.records import FIELDS, OutputError, StorageError, VideoResult
 
 TABLE_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
 SIDECAR_SUFFIX = ".vidtag.json"
@@ -45,6 +47,16 @@ _PARQUET_DTYPES: dict[str, str] = {
     "score": "float64",
     "duration_s": "float64",
     "clips": "int64",
+}
+#: Parquet only: the raw bytes of a name that is not UTF-8 (``path`` then holds \xNN escapes).
+PATH_BYTES = "path_bytes"
+
+# Faults of the disk rather than of one file: every later write would fail the same way.
+_STORAGE_FAULTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EIO: "an I/O error (the disk or share may be failing)",
 }
 
 
@@ -82,8 +94,31 @@ def _target_mode(target: Path) -> int:
         return 0o644 & ~_current_umask()
 
 
-def _cannot_write(target: Path, error: OSError) -> OutputError:
-    return OutputError(f"cannot write {str(target)!r}: {error.strerror or error}")
+def cannot_write(target: str | Path, error: OSError) -> OutputError:
+    """The error for a failed write of ``target``: a ``StorageError`` when the disk is at fault."""
+    name = display(str(target))
+    fault = _STORAGE_FAULTS.get(error.errno or 0)
+    if fault is not None:
+        return StorageError(f"cannot write {name}: {fault} ({error.strerror})")
+    if error.errno == errno.ENAMETOOLONG:
+        return OutputError(f"cannot write {name}: the name is longer than the file system allows")
+    return OutputError(f"cannot write {name}: {error.strerror or error}")
+
+
+def check_writable(path: str) -> None:
+    """Raise ``OutputError`` unless a file can be created in the folder of ``path``.
+
+    A real probe (a temp file, removed at once), not ``os.access``: root passes ``access`` on
+    a read-only mount's folder permissions, and ACLs or a full disk are found the same way.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vidtag-probe.", dir=folder)
+    except OSError as e:
+        raise OutputError(f"cannot write in {display(folder)}: {e.strerror or e}") from e
+    os.close(fd)
+    with suppress(OSError):
+        os.unlink(probe)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -113,10 +148,13 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         kwargs.setdefault("encoding", "utf-8")
     target = Path(path)
     folder = target.parent
+    # The temp name keeps a bounded start of the target's, so a target name near NAME_MAX
+    # fails at the rename as itself ("name too long"), not as an unexplained temp file.
+    stem = os.fsdecode(os.fsencode(target.name)[:64])
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
     except OSError as e:
-        raise _cannot_write(target, e) from e
+        raise cannot_write(target, e) from e
     tmp = Path(tmp_name)
     try:
         # mkstemp makes 0o600 files; the output should be as readable as a normal write.
@@ -127,17 +165,15 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         tmp.unlink(missing_ok=True)
         raise
     try:
-        with f:
-            yield f
-            try:
+        try:
+            with f:
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
-            except OSError as e:
-                raise _cannot_write(target, e) from e
-        try:
             os.replace(tmp, target)
         except OSError as e:
-            raise _cannot_write(target, e) from e
+            # The body's writes too: a full disk shows up in write(), flush() or close().
+            raise cannot_write(target, e) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -162,22 +198,38 @@ def _write_csv(f: IO[str], rows: Iterable[dict[str, Any]]) -> int:
 def _write_jsonl(f: IO[str], rows: Iterable[dict[str, Any]]) -> int:
     n = 0
     for row in rows:
-        f.write(json.dumps(_ordered(row), ensure_ascii=False))
+        f.write(json_text(_ordered(row)))
         f.write("\n")
         n += 1
     return n
 
 
+def _parquet_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Parquet strings must be UTF-8: names that are not get escapes, and their raw bytes."""
+    out = _ordered(row)
+    for name in _STRING_COLUMNS:
+        if isinstance(out[name], str):
+            out[name] = display(out[name])
+    out[PATH_BYTES] = None if is_utf8(row["path"]) else os.fsencode(row["path"])
+    return out
+
+
 def _write_parquet(path: str, rows: Iterable[dict[str, Any]]) -> int:
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     # Parquet is written in one piece, so the rows are collected here (and only here).
-    frame = pd.DataFrame([_ordered(row) for row in rows], columns=list(FIELDS))
+    frame = pd.DataFrame([_parquet_row(row) for row in rows], columns=[*FIELDS, PATH_BYTES])
     # Explicit dtypes: without them an all-error table (score all None) has object columns
     # that pyarrow cannot type.
     frame = frame.astype(_PARQUET_DTYPES)
+    schema = pa.Schema.from_pandas(frame.drop(columns=[PATH_BYTES]), preserve_index=False)
+    table = pa.Table.from_pandas(
+        frame, schema=schema.append(pa.field(PATH_BYTES, pa.binary())), preserve_index=False
+    )
     with atomic_open(path, "wb") as f:
-        frame.to_parquet(f, engine="pyarrow", index=False)
+        pq.write_table(table, f)
     return len(frame)
 
 
@@ -186,13 +238,17 @@ def write_table(path: str, rows: Iterable[dict[str, Any]], stdout: IO[str] | Non
     fmt = table_format(path)
     if path == "-":
         out = sys.stdout if stdout is None else stdout
+        if isinstance(out, io.TextIOWrapper):
+            # A name that is not UTF-8 goes out as its own bytes, as in a CSV file.
+            out.reconfigure(errors="surrogateescape")
         n = _write_csv(out, rows)
         out.flush()
         return n
     if fmt == "parquet":
         return _write_parquet(path, rows)
     if fmt == "csv":
-        with atomic_open(path, "w", newline="") as f:
+        # surrogateescape: a name that is not UTF-8 is written as its own bytes (tagger.names).
+        with atomic_open(path, "w", newline="", errors="surrogateescape") as f:
             return _write_csv(f, rows)
     with atomic_open(path, "w") as f:
         return _write_jsonl(f, rows)
@@ -241,7 +297,7 @@ def write_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> s
             raise ValueError(f"sidecar extra key {key!r} clashes with a result field")
         doc[key] = value
     with atomic_open(path, "w") as f:
-        json.dump(doc, f, ensure_ascii=False, indent=2)
+        f.write(json_text(doc, indent=2))
         f.write("\n")
     return path
 
@@ -251,7 +307,13 @@ def remove_sidecar(video_path: str) -> bool:
     path = sidecar_path(video_path)
     if not os.path.lexists(path) or _foreign_reason(path) is not None:
         return False
-    os.remove(path)
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        log.warning("cannot remove %s: %s", display(path), e.strerror or e)
+        return False
     return True
 
 
@@ -323,12 +385,12 @@ class Appender:
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            raise _cannot_write(Path(path), e) from e
+            raise cannot_write(Path(path), e) from e
         try:
             self._prepare(fd)
         except OSError as e:
             os.close(fd)
-            raise _cannot_write(Path(path), e) from e
+            raise cannot_write(Path(path), e) from e
         except BaseException:
             os.close(fd)
             raise
@@ -384,14 +446,9 @@ class Appender:
             buf = io.StringIO()
             # csv writes None as an empty cell and ends the row with \r\n, as write_table does.
             csv.writer(buf).writerow([row[name] for name in FIELDS])
-            # A path that is not valid UTF-8 (surrogate escapes) must not make the row unwritable.
-            return buf.getvalue().encode("utf-8", errors="backslashreplace")
-        line = json.dumps(_ordered(row), ensure_ascii=False) + "\n"
-        try:
-            return line.encode("utf-8")
-        except UnicodeEncodeError:
-            # ASCII escapes keep such a path exact (json.loads gives the same str back).
-            return (json.dumps(_ordered(row), ensure_ascii=True) + "\n").encode("ascii")
+            # A name that is not UTF-8 is written as its own bytes, as write_table does.
+            return buf.getvalue().encode("utf-8", errors="surrogateescape")
+        return (json_text(_ordered(row)) + "\n").encode("utf-8")
 
     @staticmethod
     def _write_all(fd: int, data: bytes) -> None:
@@ -412,14 +469,14 @@ class Appender:
             try:
                 before = os.fstat(fd).st_size
             except OSError as e:
-                raise _cannot_write(Path(self.path), e) from e
+                raise cannot_write(Path(self.path), e) from e
             try:
                 self._write_all(fd, data)
             except OSError as e:
                 # Take a partial row back so later rows do not land after half a line.
                 with suppress(OSError):
                     os.ftruncate(fd, before)
-                raise _cannot_write(Path(self.path), e) from e
+                raise cannot_write(Path(self.path), e) from e
 
     def close(self) -> None:
         """Close the file; safe to call twice."""

@@ -7,19 +7,26 @@ follows renames and deletions, and holds a lock file so only one daemon uses a d
 from __future__ import annotations
 
 import fcntl
+import functools
+import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, ParamSpec, Self, TypeVar
 
-from tagger.records import TaggerError, VideoFile, VideoResult
+from tagger.mounts import network_filesystem
+from tagger.names import display, is_utf8, json_text
+from tagger.records import StateError, TaggerError, VideoFile, VideoResult
+
+log = logging.getLogger(__name__)
 
 #: Stored in ``PRAGMA user_version``; bump it when the table layout changes.
 #: 1: results. 2: + ``emitted`` (migrated in place; old rows count as emitted).
@@ -62,6 +69,56 @@ ON CONFLICT (path, model) DO UPDATE SET
 
 _BUSY_TIMEOUT_S = 30.0
 
+# What an SQLite result code means for the user (prefixes: SQLITE_IOERR_WRITE is an IOERR).
+_SQLITE_FAULTS = (
+    ("SQLITE_FULL", "the disk is full"),
+    ("SQLITE_BUSY", f"another process kept it locked for over {_BUSY_TIMEOUT_S:g} s"),
+    ("SQLITE_LOCKED", f"another process kept it locked for over {_BUSY_TIMEOUT_S:g} s"),
+    ("SQLITE_CORRUPT", "it is damaged; move it away and run again (its videos are tagged again)"),
+    ("SQLITE_NOTADB", "it is not an SQLite database; choose another state file or move it away"),
+    ("SQLITE_IOERR", "an I/O error (the disk or share may be failing)"),
+    ("SQLITE_READONLY", "it is read-only"),
+    ("SQLITE_CANTOPEN", "it cannot be opened (is its folder there and writable?)"),
+)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def state_error(path: str, exc: sqlite3.Error) -> StateError:
+    """One clear line for an SQLite failure on the state database at ``path``."""
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    what = next((text for prefix, text in _SQLITE_FAULTS if code.startswith(prefix)), None)
+    name = display(path)
+    if what is None:
+        return StateError(f"state database {name}: {exc}")
+    return StateError(f"state database {name}: {what} ({exc})")
+
+
+def _guarded(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn any ``sqlite3.Error`` of a store method into a ``StateError`` naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as e:
+            store = args[0]
+            raise state_error(store.path, e) from e  # type: ignore[attr-defined]
+
+    return wrapper
+
+
+def _key(path: str) -> str | bytes:
+    """The ``path`` column's value: the name as TEXT, or its raw bytes (a BLOB) when it is not
+    UTF-8, which SQLite's TEXT cannot hold. TEXT and BLOB never compare equal, so no two
+    names share a key, and a readable name stays readable in the sqlite3 shell."""
+    return path if is_utf8(path) else os.fsencode(path)
+
+
+def _path(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -75,6 +132,128 @@ def _parse(status: str, row: str) -> VideoResult | None:
         return None
     # The status column is the truth: a removed row keeps its old result (tags) in ``row``.
     return result if result.status == status else replace(result, status=status)
+
+
+def state_dir() -> Path:
+    """vidtag's own folder for state files, on a local disk in any sane setup.
+
+    ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``), else ``$XDG_STATE_HOME/vidtag``,
+    else ``~/.local/state/vidtag``.
+    """
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "vidtag"
+
+
+def default_state_path(output: str | None, roots: Sequence[str] = ()) -> str | None:
+    """Where the state lives when ``--state`` is not given.
+
+    Next to an output file (``labels.csv`` -> ``labels.csv.vidtag.db``) when that folder is on
+    a local file system. An output on NFS/SMB/FUSE, and a daemon that writes sidecars only, keep
+    it in :func:`state_dir` instead, named after the output or the roots: SQLite's locking and
+    WAL do not work over network file systems, and the watched share is often one. ``None``
+    (in memory) for a scan with no output file.
+    """
+    if output is not None and output != "-":
+        beside = output + ".vidtag.db"
+        if network_filesystem(os.path.dirname(os.path.abspath(beside))) is None:
+            return beside
+        key, name = os.path.abspath(output), os.path.basename(output)
+    elif roots:
+        key, name = "\0".join(sorted(os.path.abspath(r) for r in roots)), "watch"
+    else:
+        return None
+    digest = hashlib.sha256(os.fsencode(key)).hexdigest()[:16]
+    # A bounded, readable stem: the digest alone keys it, the name is for people.
+    stem = os.fsencode(display(name))[:80].decode("utf-8", errors="ignore")
+    return str(state_dir() / f"{stem}-{digest}.db")
+
+
+def resolve_state_path(
+    explicit: str | None, output: str | None, roots: Sequence[str] = (), allow_network: bool = False
+) -> str | None:
+    """The state file a run uses (``explicit`` or the default), checked before any model loads.
+
+    Raises ``StateError`` when it would be on a network file system and ``allow_network`` is
+    not set. The default folder is created (0o700) when it is missing.
+    """
+    path = explicit or default_state_path(output, roots)
+    if path is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    fstype = network_filesystem(folder)
+    if fstype is not None and not allow_network:
+        raise StateError(
+            f"state database {display(path)} would be on a network file system ({fstype}), where "
+            "SQLite's locks and WAL do not work; put --state on a local disk, or pass "
+            "--allow-network-state if this share is known to support them"
+        )
+    if explicit is None:
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise StateError(f"cannot create the state folder {display(folder)}: {e.strerror or e}") from e
+        if output is None and roots:
+            _adopt_legacy(os.path.join(roots[0], ".vidtag.db"), path)
+    return path
+
+
+def _adopt_legacy(legacy: str, path: str) -> None:
+    """Copy the state an earlier vidtag kept in ``ROOT/.vidtag.db`` (sidecars only) to ``path``.
+
+    SQLite's backup API copies a consistent snapshot; the old file is left where it is.
+    """
+    if os.path.exists(path) or not os.path.isfile(legacy):
+        return
+    try:
+        source, target = sqlite3.connect(legacy), sqlite3.connect(path)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+    except sqlite3.Error as e:
+        raise state_error(legacy, e) from e
+    log.warning("copied the state of an earlier vidtag from %s to %s", display(legacy), display(path))
+
+
+def hold_lock(path: str) -> int:
+    """Claim ``path`` for this process (``<path>.lock``, flock, our pid inside); returns the fd.
+
+    One writer per output and per state file: a second vidtag on the same file (a scan
+    pointed at a running daemon's table, a second daemon) is refused with the holder's pid.
+    Released by :func:`release_lock` or when the process ends, however it ends.
+    """
+    lock_path = path + ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise TaggerError(
+            f"cannot lock {display(path)}: cannot open {display(lock_path)}: {e.strerror or e}"
+        ) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _read_pid(fd)
+        os.close(fd)
+        raise TaggerError(f"{display(path)} is in use by another vidtag process (pid {pid})") from None
+    except OSError as e:
+        os.close(fd)
+        raise TaggerError(f"cannot lock {display(path)}: {e.strerror or e}") from e
+    try:
+        # Write, then cut: a reader racing with us sees our pid first, never an empty file.
+        data = f"{os.getpid()}\n".encode("ascii")
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except OSError:
+        pass  # the lock holds without the pid; the message then says "pid unknown"
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    os.close(fd)
 
 
 def _read_pid(fd: int) -> str:
@@ -102,17 +281,12 @@ class StateStore:
                 check_same_thread=False,
             )
         except sqlite3.Error as e:
-            raise TaggerError(f"cannot open state database {self.path!r}: {e}") from e
+            raise state_error(self.path, e) from e
         try:
             self._setup()
-        except sqlite3.DatabaseError as e:
+        except sqlite3.Error as e:
             self._conn.close()
-            if isinstance(e, sqlite3.OperationalError):
-                raise TaggerError(f"cannot open state database {self.path!r}: {e}") from e
-            raise TaggerError(
-                f"{self.path!r} is not a vidtag state database ({e}); "
-                "choose another state file or move that one away"
-            ) from e
+            raise state_error(self.path, e) from e
         except TaggerError:
             self._conn.close()
             raise
@@ -166,11 +340,12 @@ class StateStore:
                     conn.execute("ROLLBACK")
                 raise
 
+    @_guarded
     def _fetch(self, file: VideoFile, model: str) -> tuple[str, VideoResult] | None:
         with self._lock:
             found = self._conn.execute(
                 "SELECT size, mtime_ns, status, row FROM results WHERE path = ? AND model = ?",
-                (file.path, model),
+                (_key(file.path), model),
             ).fetchone()
         if found is None:
             return None
@@ -181,6 +356,7 @@ class StateStore:
         result = _parse(status, row)
         return None if result is None else (status, result)
 
+    @_guarded
     def lookup(self, file: VideoFile, model: str) -> VideoResult | None:
         """The stored result if ``file`` is unchanged since ``model`` tagged it successfully."""
         found = self._fetch(file, model)
@@ -189,27 +365,30 @@ class StateStore:
             return None
         return found[1]
 
+    @_guarded
     def record(self, file: VideoFile, model: str, result: VideoResult, emitted: bool = True) -> None:
         """Store ``result`` for ``file`` and ``model`` (upsert); on disk when this returns.
 
         ``emitted=False``: the row is not in the output yet; it is listed by :meth:`unemitted`
         until :meth:`mark_emitted` (record, append, mark: a kill in between loses nothing).
         """
-        row = json.dumps(result.row(), ensure_ascii=False)
+        row = json_text(result.row())
         with self._lock:
             self._conn.execute(
                 _UPSERT,
-                (file.path, model, file.size, file.mtime_ns, result.status, row, _now(), int(emitted)),
+                (_key(file.path), model, file.size, file.mtime_ns, result.status, row, _now(), int(emitted)),
             )
 
+    @_guarded
     def mark_emitted(self, path: str, model: str) -> None:
         """Note that the row of ``path`` has reached the output."""
         with self._lock:
             self._conn.execute(
                 "UPDATE results SET emitted = 1 WHERE path = ? AND model = ? AND emitted = 0",
-                (path, model),
+                (_key(path), model),
             )
 
+    @_guarded
     def unemitted(self, model: str) -> list[tuple[VideoFile, VideoResult]]:
         """Rows (any status) stored but not yet in the output, oldest first, to append again."""
         with self._lock:
@@ -222,15 +401,16 @@ class StateStore:
         for path, size, mtime_ns, status, row in found:
             result = _parse(status, row)
             if result is not None:
-                out.append((VideoFile(path, size, mtime_ns), result))
+                out.append((VideoFile(_path(path), size, mtime_ns), result))
         return out
 
+    @_guarded
     def find(self, path: str, model: str) -> tuple[VideoFile, VideoResult] | None:
         """The stored row of ``path`` whatever its size, mtime and status (the file as stored)."""
         with self._lock:
             found = self._conn.execute(
                 "SELECT size, mtime_ns, status, row FROM results WHERE path = ? AND model = ?",
-                (path, model),
+                (_key(path), model),
             ).fetchone()
         if found is None:
             return None
@@ -238,6 +418,7 @@ class StateStore:
         result = _parse(status, row)
         return None if result is None else (VideoFile(path, size, mtime_ns), result)
 
+    @_guarded
     def move(self, src: str, dst: VideoFile, model: str, *, emitted: bool = False) -> VideoResult | None:
         """Re-key the row of ``src`` to ``dst.path`` if it is the same file (size and mtime_ns).
 
@@ -250,7 +431,7 @@ class StateStore:
         with self._transaction() as conn:
             found = conn.execute(
                 "SELECT size, mtime_ns, status, row FROM results WHERE path = ? AND model = ?",
-                (src, model),
+                (_key(src), model),
             ).fetchone()
             if found is None:
                 return None
@@ -265,15 +446,16 @@ class StateStore:
                 result = VideoResult.from_row(doc)
             except (ValueError, TypeError, KeyError):
                 return None
-            conn.execute("DELETE FROM results WHERE path = ? AND model = ?", (dst.path, model))
+            conn.execute("DELETE FROM results WHERE path = ? AND model = ?", (_key(dst.path), model))
             # The stored row is edited, not rebuilt from the result, so nothing in it is lost.
             conn.execute(
                 "UPDATE results SET path = ?, row = ?, updated_at = ?, emitted = ? "
                 "WHERE path = ? AND model = ?",
-                (dst.path, json.dumps(doc, ensure_ascii=False), _now(), int(emitted), src, model),
+                (_key(dst.path), json_text(doc), _now(), int(emitted), _key(src), model),
             )
         return result
 
+    @_guarded
     def remove(self, path: str, model: str, keep: bool, *, emitted: bool = False) -> VideoResult | None:
         """Forget that ``path`` is there; return its previous result, or None if none is stored.
 
@@ -283,21 +465,22 @@ class StateStore:
         """
         with self._transaction() as conn:
             found = conn.execute(
-                "SELECT status, row FROM results WHERE path = ? AND model = ?", (path, model)
+                "SELECT status, row FROM results WHERE path = ? AND model = ?", (_key(path), model)
             ).fetchone()
             if found is None:
                 return None
             status, row = found
             if not keep:
-                conn.execute("DELETE FROM results WHERE path = ? AND model = ?", (path, model))
+                conn.execute("DELETE FROM results WHERE path = ? AND model = ?", (_key(path), model))
             elif status != "removed":
                 conn.execute(
                     "UPDATE results SET status = 'removed', updated_at = ?, emitted = ? "
                     "WHERE path = ? AND model = ?",
-                    (_now(), int(emitted), path, model),
+                    (_now(), int(emitted), _key(path), model),
                 )
         return _parse(status, row)
 
+    @_guarded
     def paths_under(self, root: str, model: str) -> list[str]:
         """Stored paths of files that are there (ok or error rows) equal to ``root`` or below it."""
         exact = root.rstrip("/") or "/"
@@ -305,15 +488,22 @@ class StateStore:
         # Every string starting with prefix sorts in [prefix, prefix with "/" -> "0"), and
         # nothing else does: a range on the primary key, with none of LIKE's % and _ escaping.
         upper = prefix[:-1] + "0"
+        # Once over the TEXT keys, once over the BLOB keys of names that are not UTF-8 (SQLite
+        # sorts every TEXT before every BLOB, so neither range reaches into the other).
+        ranges: list[Any] = [(exact, prefix, upper)] if is_utf8(exact) else []
+        ranges.append(tuple(os.fsencode(p) for p in (exact, prefix, upper)))
         marks = ", ".join("?" * len(LIVE_STATUSES))
+        found = []
         with self._lock:
-            found = self._conn.execute(
-                "SELECT path FROM results WHERE model = ? AND status IN ("
-                + marks
-                + ") AND (path = ? OR (path >= ? AND path < ?)) ORDER BY path",
-                (model, *LIVE_STATUSES, exact, prefix, upper),
-            ).fetchall()
-        return [p for (p,) in found if p == exact or p.startswith(prefix)]
+            for bounds in ranges:
+                found += self._conn.execute(
+                    "SELECT path FROM results WHERE model = ? AND status IN ("
+                    + marks
+                    + ") AND (path = ? OR (path >= ? AND path < ?))",
+                    (model, *LIVE_STATUSES, *bounds),
+                ).fetchall()
+        paths = sorted(_path(p) for (p,) in found)
+        return [p for p in paths if p == exact or p.startswith(prefix)]
 
     def results(self, files: Iterable[VideoFile], model: str) -> Iterator[VideoResult]:
         """Stored ok and error results of the unchanged ``files``, in order; others skipped."""
@@ -330,30 +520,7 @@ class StateStore:
         """
         if self.path == ":memory:" or self._lock_fd is not None:
             return
-        lock_path = self.path + ".lock"
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise TaggerError(
-                f"cannot lock {self.path!r}: cannot open {lock_path!r}: {e.strerror or e}"
-            ) from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(fd)
-            os.close(fd)
-            raise TaggerError(f"{self.path} is in use by another vidtag process (pid {pid})") from None
-        except OSError as e:
-            os.close(fd)
-            raise TaggerError(f"cannot lock {self.path!r}: {e.strerror or e}") from e
-        try:
-            # Write, then cut: a reader racing with us sees our pid first, never an empty file.
-            data = f"{os.getpid()}\n".encode("ascii")
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
-        except OSError:
-            pass  # the lock holds without the pid; the message then says "pid unknown"
-        self._lock_fd = fd
+        self._lock_fd = hold_lock(self.path)
 
     def close(self) -> None:
         """Close the database, then release the lock; safe to call twice."""
@@ -361,7 +528,7 @@ class StateStore:
             self._conn.close()
             fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
-            os.close(fd)
+            release_lock(fd)
 
     def __enter__(self) -> Self:
         return self
