@@ -281,6 +281,24 @@ def load_spec(model: str = DEFAULT_MODEL) -> ModelSpec:
     prep = Preprocessing.from_config(processor, config.num_frames, config.image_size)
     plan = _optional_json(ref, CLIP_PLAN_FILE)
     stride = int(plan.get("frame_stride", sampling.DEFAULT_STRIDE))
+    if ref.local:
+        # A model copied without these files still runs, on guesses the user should know about.
+        if not processor:
+            log.warning(
+                "%s has no preprocessor_config.json: using ImageNet normalisation (mean %s, std %s) "
+                "and resizing the short side to %s px",
+                ref.source,
+                list(prep.mean),
+                list(prep.std),
+                prep.short_side,
+            )
+        if not plan:
+            log.warning(
+                "%s has no %s: using frame stride %d (training's may have differed)",
+                ref.source,
+                CLIP_PLAN_FILE,
+                stride,
+            )
     return ModelSpec(ref, config, prep, stride)
 
 

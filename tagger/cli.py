@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import click
@@ -155,7 +156,18 @@ def _setup_logging(verbose: int, daemon: bool = False) -> None:
         handler = logging.StreamHandler(sys.stderr)
         fmt = "%(asctime)s %(levelname)s %(message)s" if daemon else "%(levelname)s %(name)s: %(message)s"
         handler.setFormatter(logging.Formatter(fmt))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    _install_log(handler, level)
+
+
+def _install_log(handler: logging.Handler, level: int) -> None:
+    """Make ``handler`` the only one; an old one that cannot flush (its disk full) goes quietly."""
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        with suppress(OSError, ValueError):
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
 
 
 def ctx_verbose() -> int:
@@ -178,7 +190,7 @@ def _daemon_log(verbose: int, log_file: str | None, stop: Any) -> list[TaggerErr
         except OSError as e:
             raise UsageFailure(str(cannot_write(log_file, e))) from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logging.basicConfig(level=logging.INFO - 10 * verbose, handlers=[handler], force=True)
+        _install_log(handler, logging.INFO - 10 * verbose)
     faults: list[TaggerError] = []
     name = log_file or "the log (stderr)"
 
@@ -462,8 +474,9 @@ def watch(
                 params["model"], params["device"], params["precision"], compile=params["compile_model"]
             )
             appender = Appender(output) if output else None
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                # The old handler comes back on the way out (a Python caller's process goes on).
+                stack.callback(signal.signal, signum, signal.signal(signum, on_signal))
             options = WatchOptions(
                 settle_s=settle,
                 rescan_s=rescan,

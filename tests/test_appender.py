@@ -383,7 +383,7 @@ def test_sigkill_at_any_moment_leaves_parseable_file(tmp_path: Path, name: str) 
     finally:
         if child.poll() is None:
             child.kill()
-            child.wait()
+            child.wait(timeout=30)
         if child.stderr:
             child.stderr.close()
     with Appender(str(target)):

@@ -215,6 +215,7 @@ def test_the_alias_registry_ships_inside_the_wheel(tmp_path):
         [sys.executable, "-m", *build],
         check=True,
         capture_output=True,
+        timeout=300,
     )
     (wheel,) = tmp_path.glob("vidtag-*.whl")
     with zipfile.ZipFile(wheel) as zf:

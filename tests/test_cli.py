@@ -199,6 +199,7 @@ def test_preview_gif_shows_the_model_input(tmp_path, video_factory, tiny_model):
 
 def _python(*args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    kw.setdefault("timeout", 120)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, **kw)
 
 
@@ -263,14 +264,14 @@ def test_killed_run_resumes_with_every_video_exactly_once(tmp_path, video_factor
             time.sleep(0.05)
         assert proc.poll() is None, "the run finished before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert not out.exists()
     assert 2 <= done < len(names)
 
-    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     rows = _rows(out.read_text())
     assert sorted(Path(r["path"]).name for r in rows) == names

@@ -208,7 +208,7 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
     for proc in started:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=30)
 
 
 def test_sigterm_stops_cleanly_and_a_restart_tags_nothing_twice(tmp_path, tiny_model, sample, processes):

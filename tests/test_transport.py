@@ -116,7 +116,7 @@ def test_sweep_removes_blocks_of_taggers_that_are_gone():
     import sys
 
     gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, timeout=60
     )
     dead_pid = int(gone.stdout)
     stale = SHM / f"vidtag-{dead_pid}-0123456789abcdef"
