@@ -222,3 +222,22 @@ def test_the_alias_registry_ships_inside_the_wheel(tmp_path):
         assert "tagger/registry.toml" in zf.namelist()
         shipped = zf.read("tagger/registry.toml").decode()
     assert "kinetics-400" in shipped and classify.REGISTRY.read_text() == shipped
+
+
+def test_a_model_without_its_preprocessor_and_clip_plan_says_which_defaults_it_uses(
+    tiny_model, tmp_path, caplog
+):
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model, copy)
+    (copy / "vidtag.json").unlink()
+    (copy / "preprocessor_config.json").unlink()
+    with caplog.at_level("WARNING", logger="tagger.classify"):
+        spec = classify.load_spec(str(copy))
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "preprocessor_config.json" in said and "ImageNet normalisation" in said
+    assert "vidtag.json" in said and "frame stride 4" in said
+    assert spec.stride == 4
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tagger.classify"):
+        classify.load_spec(str(tiny_model))  # a complete model directory says nothing
+    assert not caplog.records

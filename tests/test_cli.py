@@ -297,9 +297,16 @@ def test_scan_of_the_real_sample_library(real_data, tiny_model, tmp_path):
     assert result.exit_code == 1
 
 
-def test_missing_output_folder_is_a_usage_error(library, tmp_path):
-    result = run("scan", str(library), "-m", "/nonexistent/model", "-o", str(tmp_path / "nope" / "x.csv"))
-    assert result.exit_code == 2 and "does not exist" in result.output
+def test_missing_output_folder_is_a_usage_error(library, tmp_path, tiny_model, monkeypatch):
+    from tagger import classify
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the model was loaded before the usage error")
+
+    monkeypatch.setattr(classify, "load_classifier", refuse)
+    missing = tmp_path / "nope"
+    result = run("scan", str(library), "-m", str(tiny_model), "-o", str(missing / "x.csv"))
+    assert result.exit_code == 2 and f"folder {missing} does not exist" in result.output
 
 
 def test_empty_folder_writes_an_empty_table_and_says_so(tmp_path, tiny_model):

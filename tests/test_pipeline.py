@@ -157,3 +157,48 @@ def test_default_workers_follow_the_device(monkeypatch):
     assert default_workers("cuda") == 15  # decoding is the bound: all but one core
     monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert default_workers("cpu") == 1 and default_workers("cuda") == 1
+
+
+def test_no_forward_pass_starts_after_a_stop(video_factory, classifier):
+    """A stop during a forward pass ends the stream after it: clips not yet scored are dropped."""
+    import threading
+
+    paths = [str(video_factory(["red"] * 40)) for _ in range(3)]
+    stop = threading.Event()
+    calls: list[int] = []
+    original = classifier.predict
+
+    def predict(clips):  # type: ignore[no-untyped-def]
+        calls.append(len(clips))
+        if len(calls) == 1:
+            stop.set()  # SIGTERM arrives while the first batch runs
+        return original(clips)
+
+    classifier.predict = predict
+    try:
+        # Four clips per video, one per forward pass: without the stop, twelve passes.
+        results = list(tag(paths, classifier, TagOptions(clips=4, batch_size=1, workers=1), stop=stop))
+    finally:
+        classifier.predict = original
+    assert calls == [1]
+    assert results == []  # no video had all its clips scored, so none is reported
+
+
+def test_without_a_stop_every_clip_is_scored(video_factory, classifier):
+    import threading
+
+    paths = [str(video_factory(["red"] * 40)) for _ in range(3)]
+    calls: list[int] = []
+    original = classifier.predict
+
+    def predict(clips):  # type: ignore[no-untyped-def]
+        calls.append(len(clips))
+        return original(clips)
+
+    classifier.predict = predict
+    try:
+        options = TagOptions(clips=4, batch_size=1, workers=1)
+        results = list(tag(paths, classifier, options, stop=threading.Event()))
+    finally:
+        classifier.predict = original
+    assert len(calls) == 12 and sorted(r.path for r in results) == sorted(paths)
