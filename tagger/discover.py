@@ -1,6 +1,7 @@
 """Find the video files under the paths given on the command line, in a stable order.
 
 Only ``stat``/``scandir`` are used, never ``open``, so FIFOs and devices cannot block the walk.
+Which names count, and where symlinks may lead, is ``tagger.filters``' rule.
 """
 
 from __future__ import annotations
@@ -9,33 +10,13 @@ import logging
 import os
 import stat
 from collections.abc import Collection, Iterator, Sequence
-from fnmatch import fnmatchcase
 
+from tagger.filters import VIDEO_SUFFIXES, Confinement, VideoFilter
 from tagger.records import VideoFile
 
-__all__ = ["VIDEO_SUFFIXES", "discover"]
+__all__ = ["VIDEO_SUFFIXES", "discover", "walk_folder", "walk_order"]
 
 log = logging.getLogger(__name__)
-
-#: Lower-case suffixes, with the dot, of the files a folder walk yields.
-VIDEO_SUFFIXES: frozenset[str] = frozenset(
-    {
-        ".mp4",
-        ".mov",
-        ".mkv",
-        ".webm",
-        ".avi",
-        ".m4v",
-        ".mpg",
-        ".mpeg",
-        ".ts",
-        ".flv",
-        ".3gp",
-        ".wmv",
-        ".ogv",
-        ".gif",
-    }
-)
 
 _Key = tuple[int, int]
 
@@ -53,46 +34,56 @@ def discover(
     exclude: Sequence[str] = (),
     suffixes: Collection[str] = VIDEO_SUFFIXES,
     hidden: bool = False,
+    *,
+    filter: VideoFilter | None = None,
 ) -> Iterator[VideoFile]:
     """Yield each video file under ``paths`` once: roots in the order given, names sorted.
 
     Files named in ``paths`` are yielded whatever their name; ``include``, ``exclude``,
-    ``suffixes`` and ``hidden`` only filter what a folder walk finds. Globs containing
-    ``/`` match the path relative to its root, others the base name.
+    ``suffixes`` and ``hidden`` (or a ready ``filter`` instead of them) only filter what a
+    folder walk finds. Globs containing ``/`` match the path relative to its root, others the
+    base name. Symlinks are followed only while they lead inside the roots.
     Raises ``FileNotFoundError`` on the call, before anything is yielded, if a root is missing.
     """
     for name, value in (("paths", paths), ("include", include), ("exclude", exclude)):
         # A bare string is a Sequence[str] too: iterating it would walk "v", "i", "d", ...
         if isinstance(value, (str, bytes, os.PathLike)):
             raise TypeError(f"{name} must be a sequence, not a single {type(value).__name__}")
+    if filter is None:
+        filter = VideoFilter(frozenset(suffixes), tuple(include), tuple(exclude), hidden)
+    elif include or exclude or hidden or suffixes is not VIDEO_SUFFIXES:
+        raise TypeError("give either filter= or include/exclude/suffixes/hidden, not both")
     # Stat the roots now rather than lazily, so a typo fails before the first result.
     roots = [(os.fspath(p), os.stat(p)) for p in paths]
-    walker = _Walker(
-        prefixes=tuple(_dir_prefix(os.path.realpath(root)) for root, _ in roots),
-        include=tuple(include),
-        exclude=tuple(exclude),
-        suffixes=frozenset(_normalise_suffix(s) for s in suffixes),
-        hidden=hidden,
-    )
+    walker = _Walker(filter, Confinement.of(root for root, _ in roots))
     return walker.run(roots)
+
+
+def walk_folder(folder: str, rel: str, filter: VideoFilter, confinement: Confinement) -> Iterator[VideoFile]:
+    """Yield the videos under ``folder``, which is ``rel`` below its root, as a walk of that
+    root would: globs match paths relative to the root, symlinks are followed only into
+    ``confinement``. Whether ``folder`` itself is wanted is the caller's to say.
+    Raises ``OSError`` on the call if ``folder`` cannot be stat'ed.
+    """
+    st = os.stat(folder)
+    if not stat.S_ISDIR(st.st_mode):
+        return iter(())
+    return _Walker(filter, confinement)._walk(folder, st, rel)
+
+
+def walk_order(root_index: int, rel: str) -> tuple[int, tuple[str, ...]]:
+    """Where a walk reaches ``rel`` below the root at ``root_index``: one key sorts paths in
+    the order ``discover`` yields them (roots in the order given, then depth first with the
+    names of each folder sorted, which is the order of the names' tuples)."""
+    return root_index, (tuple(rel.split("/")) if rel else ())
 
 
 class _Walker:
     """The state one ``discover`` call shares across its roots, so duplicates meet."""
 
-    def __init__(
-        self,
-        prefixes: tuple[str, ...],
-        include: tuple[str, ...],
-        exclude: tuple[str, ...],
-        suffixes: frozenset[str],
-        hidden: bool,
-    ) -> None:
-        self.prefixes = prefixes
-        self.include = include
-        self.exclude = exclude
-        self.suffixes = suffixes
-        self.hidden = hidden
+    def __init__(self, filter: VideoFilter, confinement: Confinement) -> None:
+        self.filter = filter
+        self.confinement = confinement
         self.seen_files: set[_Key] = set()
         self.walked_dirs: set[_Key] = set()
 
@@ -108,21 +99,18 @@ class _Walker:
             else:
                 _skip(root, _special_kind(st.st_mode))
 
-    def _walk(self, root: str, root_st: os.stat_result) -> Iterator[VideoFile]:
+    def _walk(self, top: str, top_st: os.stat_result, top_rel: str = "") -> Iterator[VideoFile]:
         # An explicit stack, not recursion: a deep tree must not hit the recursion limit.
         stack: list[tuple[Iterator[os.DirEntry[str]], str, _Key]] = []
-        self._enter(stack, root, "", root_st)
+        self._enter(stack, top, top_rel, top_st)
         while stack:
             entries, rel_dir, _ = stack[-1]
             entry = next(entries, None)
             if entry is None:
                 stack.pop()
                 continue
-            name = entry.name
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            if name.startswith(".") and not self.hidden:
-                continue
-            if _matches(self.exclude, rel, name):
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if not self.filter.visible(rel):
                 continue
             st = self._stat(entry)
             if st is None:
@@ -130,7 +118,7 @@ class _Walker:
             if stat.S_ISDIR(st.st_mode):
                 self._enter(stack, entry.path, rel, st)
             elif stat.S_ISREG(st.st_mode):
-                if self._wanted(rel, name):
+                if self.filter.is_video_name(rel):
                     video = self._once(entry.path, st)
                     if video is not None:
                         yield video
@@ -175,15 +163,10 @@ class _Walker:
             _skip(entry.path, f"broken symlink ({exc.strerror or exc})")
             return None
         real = os.path.realpath(entry.path)
-        if not _dir_prefix(real).startswith(self.prefixes):
+        if not self.confinement.holds(real):
             _skip(entry.path, f"symlink to {real}, outside the given roots")
             return None
         return st
-
-    def _wanted(self, rel: str, name: str) -> bool:
-        if os.path.splitext(name)[1].lower() not in self.suffixes:
-            return False
-        return not self.include or _matches(self.include, rel, name)
 
     def _once(self, path: str, st: os.stat_result) -> VideoFile | None:
         key = (st.st_dev, st.st_ino)
@@ -192,20 +175,6 @@ class _Walker:
             return None
         self.seen_files.add(key)
         return VideoFile(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
-def _matches(patterns: tuple[str, ...], rel: str, name: str) -> bool:
-    return any(fnmatchcase(rel if "/" in p else name, p) for p in patterns)
-
-
-def _dir_prefix(real: str) -> str:
-    # The trailing separator keeps /videos2 from counting as inside /videos.
-    return real.rstrip(os.sep) + os.sep
-
-
-def _normalise_suffix(suffix: str) -> str:
-    suffix = suffix.lower()
-    return suffix if suffix.startswith(".") else f".{suffix}"
 
 
 def _special_kind(mode: int) -> str:

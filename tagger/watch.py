@@ -1,6 +1,7 @@
 """Turn filesystem activity under watched folders into settled videos, moves and deletions.
 
 Nothing here tags or stores anything: :class:`Watcher` asks its caller what is done and known.
+Which paths are videos, and where symlinks may lead, is ``tagger.filters``' rule, as in scans.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from watchdog.events import (
     EVENT_TYPE_CLOSED,
@@ -36,9 +36,10 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
-from tagger.discover import VIDEO_SUFFIXES, discover
+from tagger.discover import discover, walk_folder, walk_order
+from tagger.filters import TEMP_PATTERNS, Confinement, VideoFilter, is_temporary
 from tagger.mounts import network_filesystem
 from tagger.records import VideoFile
 
@@ -54,17 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Base-name globs (any case) of files still being written; they count once renamed.
-TEMP_PATTERNS: tuple[str, ...] = (
-    "*.part",
-    "*.crdownload",
-    "*.tmp",
-    "*.partial",
-    "*.download",
-    "*.!qb",
-    ".*",  # rsync's ".name.XXXXXX", ".syncthing.*", and every other dot-file
-)
 
 # Only these reach the queue. With inotify the list also narrows the kernel mask, so our own
 # reads (the settle check, the tagger decoding) raise no events at all.
@@ -119,12 +109,6 @@ class Deleted:
 Event = Settled | Moved | Deleted
 
 
-def is_temporary(path: str) -> bool:
-    """Whether the base name of ``path`` is a download or sync in progress (see ``TEMP_PATTERNS``)."""
-    name = os.path.basename(path.rstrip(os.sep)).lower()
-    return any(fnmatchcase(name, pattern) for pattern in TEMP_PATTERNS)
-
-
 class Watcher:
     """Yields each video under ``roots`` once it has settled, plus moves and deletions.
 
@@ -156,8 +140,17 @@ class Watcher:
         self.roots: tuple[str, ...] = tuple(dict.fromkeys(os.fspath(r) for r in roots))
         self.settle_s, self.rescan_s, self.tick_s = settle_s, rescan_s, tick_s
         self.poll_interval_s = poll_interval_s
-        self.include, self.exclude = tuple(include), tuple(exclude)
+        #: Which paths are videos: discover's rule, plus names of files still being written.
+        self.filter = VideoFilter(include=tuple(include), exclude=tuple(exclude), temporary=TEMP_PATTERNS)
         self.is_done, self.known_paths = is_done, known_paths
+        # A file whose size stopped moving but that will not open is usually locked by a copy
+        # still in progress, which writes again (and so resets the settle wait) within about
+        # another settle period. Past that it is most likely a permission problem, which waiting
+        # never fixes: it is handed on, so that its decode fails and, after the caller's retries
+        # with back-off (which also cover a copy that resumes later), an error is recorded
+        # instead of the file being polled silently for ever. A few ticks at least, so that
+        # settle_s=0 still gives a lock a moment.
+        self.unreadable_grace_s = max(settle_s, 4 * tick_s)
         polled = []
         for root in self.roots:
             fstype = network_filesystem(root) if poll is None else None
@@ -217,6 +210,8 @@ class _Candidate:
     key: _Key | None
     since: float
     arrived: float = float("-inf")
+    # When it was first found settled but unreadable; None while it reads or is still changing.
+    unreadable: float | None = None
 
 
 class _Session:
@@ -240,18 +235,24 @@ class _Session:
         self.observers: dict[bool, BaseObserver] = {}
         self.watches: dict[str, ObservedWatch] = {}
         self.dev: dict[str, int | None] = dict.fromkeys(watcher.roots)
+        # Where each root's filesystem was mounted when its device was taken, to tell a remount
+        # (a new device there) from the mount gone (the folder beneath it, on a higher mount).
+        self.mount: dict[str, str] = {}
         self.up: dict[str, bool] = dict.fromkeys(watcher.roots, False)
         self.held: set[str] = set()
         self.next_rescan = 0.0
         # Longest first, so a root nested in another owns its own files.
         self.prefixes = sorted(((r, os.path.join(r, "")) for r in watcher.roots), key=lambda p: -len(p[1]))
-        self.name_excludes = tuple(p for p in watcher.exclude if "/" not in p)
+        self.confinement = Confinement.of(watcher.roots)
+        # The path by which each file reached through a symlink was taken, so that a second
+        # link to it is not taken too (a scan yields a file once, by the first path it meets).
+        self.linked: dict[_Key, str] = {}
 
     # -- life cycle ------------------------------------------------------------------
 
     def start(self) -> None:
         for polled in {root in self.w.polled_roots for root in self.w.roots}:
-            observer = PollingObserver(timeout=self.w.poll_interval_s) if polled else Observer()
+            observer = _polling_observer(self.w.poll_interval_s) if polled else Observer()
             observer.start()
             self.observers[polled] = observer
         known = list(self.w.known_paths())
@@ -259,7 +260,7 @@ class _Session:
         # its st_dev is the parent's, and trusting it would report the whole library deleted.
         self.held = {root for root in map(self.root_of, known) if root is not None}
         for root in self.w.roots:
-            self.up[root] = self.available(root)
+            self.up[root] = self.probe(root)[0]
             if self.up[root]:
                 self.watch(root)
             else:
@@ -298,26 +299,63 @@ class _Session:
                 return root
         return None
 
-    def available(self, root: str) -> bool:
+    def probe(self, root: str) -> tuple[bool, bool]:
+        """Whether ``root`` can be trusted now, and whether it came to be on a new device.
+
+        A root seen for the first time, or on another device, is taken unless it is an empty
+        folder where results are expected (most likely the placeholder of a share not mounted
+        yet: trusting it would report the whole library deleted) or, after a device change, its
+        filesystem is mounted higher up than before (the mount went away and the folder beneath
+        it shows). A new device mounted where the old one was, or deeper (a mount arriving over
+        a folder first taken as it was), is the root back: remounted, or mounted late.
+        """
         try:
-            st = os.stat(root)
+            dev = _device(root)
+        except OSError:
+            return False, False
+        known = self.dev[root]
+        if dev == known:
+            return True, False
+        if root in self.held and _empty(root):
+            return False, False
+        mount = _mount_point(root)
+        if known is not None and len(mount) < len(self.mount[root]):
+            return False, False
+        self.dev[root], self.mount[root] = dev, mount
+        return True, known is not None
+
+    def hold(self, path: str) -> None:
+        """Expect results under the root of ``path`` from now on, as the caller will hold one."""
+        root = self.root_of(path)
+        if root is not None:
+            self.held.add(root)
+
+    def trusted(self, root: str) -> bool:
+        """Whether ``root`` is up and still on the device it was taken on: only then is a file
+        missing from it deleted (a device change waits for ``check_roots``)."""
+        if not self.up[root]:
+            return False
+        try:
+            return _device(root) == self.dev[root]
         except OSError:
             return False
-        dev = self.dev[root]
-        if dev is None:
-            if root in self.held and _empty(root):
-                return False
-            self.dev[root] = dev = st.st_dev
-        return st.st_dev == dev
 
     def check_roots(self) -> None:
+        # Resolved again each tick: a root may be a symlink, appear late or be remounted.
+        self.confinement = Confinement.of(self.w.roots)
         for root in self.w.roots:
-            up = self.available(root)
-            if up == self.up[root]:
+            up, new_device = self.probe(root)
+            if up == self.up[root] and not new_device:
                 continue
-            self.up[root] = up
+            was_up, self.up[root] = self.up[root], up
             if up:
-                log.info("%s is available again: rescanning it", root)
+                if was_up:
+                    log.info("%s changed device (remounted): watching it again and rescanning it", root)
+                elif new_device:
+                    log.info("%s is back on another device (remounted): rescanning it", root)
+                else:
+                    log.info("%s is available again: rescanning it", root)
+                # The old watch died with the folder or its mount.
                 self.watch(root)
                 self.reconcile([root], list(self.w.known_paths()))
             else:
@@ -328,27 +366,54 @@ class _Session:
 
     def wanted_file(self, root: str, path: str) -> bool:
         """Whether ``path`` is a video name that ``discover`` would yield under ``root``."""
-        rel = path[len(os.path.join(root, "")) :] if path != root else ""
-        if not rel or is_temporary(rel):
-            return False
-        parts = rel.split("/")
-        name = parts[-1]
-        if os.path.splitext(name)[1].lower() not in VIDEO_SUFFIXES:
-            return False
-        if not self.wanted_dirs(parts[:-1]) or _matches(self.w.exclude, rel, name):
-            return False
-        return not self.w.include or _matches(self.w.include, rel, name)
+        return self.w.filter.wants_file(_rel(root, path))
 
     def wanted_dir(self, root: str, path: str) -> bool:
-        rel = path[len(os.path.join(root, "")) :] if path != root else ""
-        return self.wanted_dirs(rel.split("/") if rel else [])
+        return self.w.filter.wants_dir(_rel(root, path))
 
-    def wanted_dirs(self, parts: list[str]) -> bool:
-        # discover prunes hidden and excluded folders, so their contents never count.
-        for i, part in enumerate(parts):
-            if part.startswith(".") or _matches(self.w.exclude, "/".join(parts[: i + 1]), part):
+    def admit(self, path: str, folder: bool = False) -> bool:
+        """Whether a scan reaches the file (or ``folder``) at ``path`` by that path.
+
+        As ``discover`` does: a symlink leading outside the roots is not followed, and a path
+        through a symlink is not taken when a scan reaches the same file or folder by its own
+        path first (the file is yielded once, by the path a scan would give).
+        """
+        real = os.path.realpath(path)
+        found = self.confinement.locate(real)
+        if found is None:
+            log.info("skipping %s: symlink to %s, outside the watched folders", path, real)
+            return False
+        index, rel = found
+        target = os.path.join(self.w.roots[index], rel) if rel else self.w.roots[index]
+        if target == path:
+            return True  # no symlink on the way
+        wanted = self.w.filter.wants_dir if folder else self.w.filter.wants_file
+        if wanted(rel) and os.path.exists(target) and walk_order(index, rel) < self.order(path):
+            log.debug("skipping %s: leads to %s, which a scan reaches first", path, target)
+            return False
+        return folder or self.first_link(path)
+
+    def first_link(self, path: str) -> bool:
+        """Whether ``path``, a symlinked way to a file, is the first such way a scan meets."""
+        key = _file_key(path)
+        if key is None:
+            return False
+        other = self.linked.get(key)
+        if other is not None and other != path and _file_key(other) == key:
+            if self.order(other) < self.order(path):
+                log.debug("skipping %s: same file as %s", path, other)
                 return False
+            # A scan meets this one first: the other is dropped if it has not settled yet.
+            self.candidates.pop(other, None)
+        self.linked[key] = path
         return True
+
+    def order(self, path: str) -> tuple[int, tuple[str, ...]]:
+        """Where a scan of all roots reaches ``path``: the first root holding it, in order."""
+        for index, root in enumerate(self.w.roots):
+            if path == root or path.startswith(os.path.join(root, "")):
+                return walk_order(index, _rel(root, path))
+        return walk_order(len(self.w.roots), path)
 
     # -- candidates ----------------------------------------------------------------
 
@@ -379,6 +444,7 @@ class _Session:
             self.moved[path] = (src, time.monotonic() + _MOVE_MEMORY_S)
             self.yielded.pop(src, None)
             log.debug("%s arrived as %s was deleted: taken as a move", path, src)
+            self.hold(path)
             self.out.append(Moved(src, file))
             return True
         return False
@@ -390,7 +456,7 @@ class _Session:
 
     def report_gone(self, path: str) -> None:
         root = self.root_of(path)
-        if path in self.gone or root is None or not (self.up[root] and self.available(root)):
+        if path in self.gone or root is None or not self.trusted(root):
             return
         if os.path.lexists(path):
             return  # replaced already; its own events make it a candidate
@@ -425,7 +491,7 @@ class _Session:
             elif kind == EVENT_TYPE_MOVED:
                 self.dir_moved(src, os.fsdecode(event.dest_path), event.is_synthetic)
         elif kind in (EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_CLOSED):
-            self.touched(src)
+            self.touched(src, created=kind == EVENT_TYPE_CREATED)
         elif kind == EVENT_TYPE_MOVED:
             self.file_moved(src, os.fsdecode(event.dest_path))
         elif kind == EVENT_TYPE_DELETED:
@@ -435,16 +501,22 @@ class _Session:
             if root is not None and self.wanted_file(root, src):
                 self.report_gone(src)
 
-    def touched(self, path: str) -> None:
+    def touched(self, path: str, created: bool = False) -> None:
         root = self.root_of(path)
-        if root is None or not self.up[root] or not self.wanted_file(root, path):
+        if root is None or not self.up[root]:
+            return
+        if created and _is_folder_link(path):
+            # The observers do not follow symlinks; a scan does, as far as the roots go.
+            self.new_dirs.append(path)
+            return
+        if not self.wanted_file(root, path):
             return
         candidate = self.candidates.get(path)
         if candidate is not None:
             candidate.since = time.monotonic()
             return
         file = _stat_file(path)
-        if file is not None:
+        if file is not None and self.admit(path):
             self.offer(file)
 
     def file_moved(self, src: str, dst: str) -> None:
@@ -453,15 +525,24 @@ class _Session:
         # The file moved on from an earlier destination, so a later identical move is a new one.
         self.moved.pop(src, None)
         src_root, dst_root = self.root_of(src), self.root_of(dst)
+        if _is_folder_link(dst):
+            # A symlinked folder renamed: nothing inside it reports a move of its own, so its
+            # videos leave with the old name and arrive with the new one, paired into moves.
+            self.drop_under(src)
+            self.gone_dirs.append(src)
+            if dst_root is not None and self.up[dst_root]:
+                self.new_dirs.append(dst)
+            return
         src_video = src_root is not None and self.wanted_file(src_root, src)
         if dst_root is not None and self.up[dst_root] and self.wanted_file(dst_root, dst):
             file = _stat_file(dst)
-            if file is not None:
+            if file is not None and self.admit(dst):
                 self.gone.discard(dst)
                 earlier = self.moved.get(dst)
                 if src_video and (earlier is None or earlier[0] != src):
                     self.moved[dst] = (src, time.monotonic() + _MOVE_MEMORY_S)
                     self.yielded.pop(src, None)
+                    self.hold(dst)
                     self.out.append(Moved(src, file))
                 self.touched(dst)
                 self.arrivals.pop(dst, None)
@@ -499,13 +580,16 @@ class _Session:
         root = self.root_of(folder)
         if root is None or not self.up[root] or not self.wanted_dir(root, folder):
             return
+        if not self.admit(folder, folder=True):
+            return
         try:
             # Files may have landed before the observer watched the folder.
-            found = list(discover([folder], exclude=self.name_excludes))
+            found = list(walk_folder(folder, _rel(root, folder), self.w.filter, self.confinement))
         except OSError:
             return
         for file in found:
-            if self.wanted_file(root, file.path):
+            # The walk kept to the roots; this also drops a file the scan meets first elsewhere.
+            if self.admit(file.path):
                 self.offer(file)
 
     # -- ticks ---------------------------------------------------------------------
@@ -534,46 +618,49 @@ class _Session:
                 continue
             key = (st.st_size, st.st_mtime_ns)
             if key != candidate.key:
-                candidate.key, candidate.since = key, now
+                candidate.key, candidate.since, candidate.unreadable = key, now, None
                 continue
-            if (
-                now - candidate.since < self.w.settle_s
-                or now - candidate.arrived < _PAIR_DELAY_S
-                or st.st_size == 0
-                or not _readable(path)
-            ):
+            if now - candidate.since < self.w.settle_s or now - candidate.arrived < _PAIR_DELAY_S:
                 continue
+            # An empty file is most often a copy that has not started writing; one that stays
+            # empty is handed on like an unreadable one, to fail and become an error row.
+            error = _read_error(path) if st.st_size else "empty"
+            if error is not None:
+                if candidate.unreadable is None:
+                    candidate.unreadable = now
+                    log.debug("%s not ready yet: %s", path, error)
+                if now - candidate.unreadable < self.w.unreadable_grace_s:
+                    continue
+                why = "stays empty" if error == "empty" else f"stays unreadable ({error})"
+                log.info("%s settled but %s: handing it on to be tried", path, why)
             del self.candidates[path]
             file = VideoFile(path, st.st_size, st.st_mtime_ns)
             if self.yielded.get(path) == key or self.w.is_done(file):
                 continue
             self.yielded[path] = key
             log.debug("settled %s (%d bytes)", path, st.st_size)
+            self.hold(path)
             self.out.append(Settled(file))
 
     def reconcile(self, roots: Iterable[str], known: list[str], quiet: bool = False) -> None:
         """Find what the observer missed: new files in, and known files gone from, ``roots``."""
+        # Settled files count too: a caller that batches its work may not hold them yet.
+        self.held = {root for root in map(self.root_of, [*known, *self.yielded]) if root is not None}
         present: set[str] = set()
         scanned: list[str] = []
         with _quiet_discover(quiet):
-            for root in roots:
-                if not self.up[root]:
-                    continue
-                try:
-                    found = discover([root], include=self.w.include, exclude=self.w.exclude)
-                    for file in found:
-                        if is_temporary(file.path):
-                            continue
-                        present.add(file.path)
-                        if self.w.is_done(file):
-                            self.yielded.pop(file.path, None)
-                        else:
-                            self.offer(file, done=False, arrival=False)
-                except OSError as exc:
-                    log.warning("cannot rescan %s: %s", root, exc)
-                    continue
-                scanned.append(root)
+            for group, found in self.walks([root for root in roots if self.up[root]]):
+                for file in found:
+                    present.add(file.path)
+                    if self.w.is_done(file):
+                        self.yielded.pop(file.path, None)
+                    else:
+                        self.offer(file, done=False, arrival=False)
+                scanned.extend(group)
         scanned_set = set(scanned)
+        self.linked = {
+            k: p for k, p in self.linked.items() if p in present or self.root_of(p) not in scanned_set
+        }
         self.yielded = {
             p: k for p, k in self.yielded.items() if p in present or self.root_of(p) not in scanned_set
         }
@@ -587,6 +674,29 @@ class _Session:
         log.debug(
             "rescanned %d root(s): %d videos, %d candidates", len(scanned), len(present), len(self.candidates)
         )
+
+    def walks(self, roots: list[str]) -> Iterator[tuple[list[str], Iterator[VideoFile]]]:
+        """``discover`` over ``roots``, with the roots each walk covers.
+
+        One walk for all, so that a file reached from two roots counts once, as in a scan;
+        root by root when one of them vanished since ``check_roots`` looked.
+        """
+        if not roots:
+            return
+        try:
+            found = discover(roots, filter=self.w.filter)
+        except OSError:
+            pass
+        else:
+            yield roots, found
+            return
+        for root in roots:
+            try:
+                found = discover([root], filter=self.w.filter)
+            except OSError as exc:
+                log.warning("cannot rescan %s: %s", root, exc)
+                continue
+            yield [root], found
 
 
 class _Demote(logging.Filter):
@@ -620,9 +730,14 @@ def _quiet_discover(quiet: bool) -> Iterator[None]:
         _DEMOTE.local.on = False
 
 
-def _matches(patterns: tuple[str, ...], rel: str, name: str) -> bool:
-    # As discover does: a glob with "/" matches the path under the root, others the name.
-    return any(fnmatchcase(rel if "/" in p else name, p) for p in patterns)
+def _polling_observer(interval_s: float) -> BaseObserver:
+    # lstat, not stat: a snapshot that followed symlinks would walk, on every poll, folders
+    # that lead outside the roots (and around symlink loops); inotify never follows them either.
+    return PollingObserverVFS(os.lstat, os.scandir, polling_interval=interval_s)
+
+
+def _rel(root: str, path: str) -> str:
+    return path[len(os.path.join(root, "")) :] if path != root else ""
 
 
 def _stat_file(path: str) -> VideoFile | None:
@@ -635,15 +750,46 @@ def _stat_file(path: str) -> VideoFile | None:
     return VideoFile(path, st.st_size, st.st_mtime_ns)
 
 
-def _readable(path: str) -> bool:
+def _file_key(path: str) -> _Key | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _is_folder_link(path: str) -> bool:
+    return os.path.islink(path) and os.path.isdir(path)
+
+
+def _read_error(path: str) -> str | None:
+    """Why ``path`` cannot be read now; ``None`` when it can."""
     # A share may hold a lock on a file still being copied even when its size stopped moving.
     try:
         with open(path, "rb") as f:
             f.read(1)
     except OSError as exc:
-        log.debug("%s not readable yet: %s", path, exc)
-        return False
-    return True
+        return exc.strerror or str(exc)
+    return None
+
+
+def _device(path: str) -> int:
+    """The device ``path`` is on; raises ``OSError`` when it cannot be stat'ed."""
+    return os.stat(path).st_dev
+
+
+def _mount_point(path: str) -> str:
+    """Where the filesystem holding ``path`` is mounted: its highest ancestor on that device."""
+    current = os.path.realpath(path)
+    try:
+        dev = os.stat(current).st_dev
+        while True:
+            parent = os.path.dirname(current)
+            if parent == current or os.stat(parent).st_dev != dev:
+                return current
+            current = parent
+    except OSError:
+        return current
 
 
 def _empty(folder: str) -> bool:

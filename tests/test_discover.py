@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tagger.discover import VIDEO_SUFFIXES, discover
+from tagger.discover import VIDEO_SUFFIXES, discover, walk_folder, walk_order
+from tagger.filters import TEMP_PATTERNS, Confinement, VideoFilter
 from tagger.records import VideoFile
 
 
@@ -341,3 +342,43 @@ def test_single_string_instead_of_sequence_is_rejected() -> None:
         discover("v")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         discover(["v"], exclude="*.part")  # type: ignore[arg-type]
+
+
+def test_a_ready_filter_replaces_the_separate_options() -> None:
+    for p in ["v/a.mp4", "v/.b.mp4", "v/.c.mp4.part.mp4", "v/skip/d.mp4", "v/e.TXT"]:
+        touch(p)
+    f = VideoFilter(suffixes=frozenset({".mp4", "txt"}), exclude=("skip",), hidden=True)
+    assert found(["v"], filter=f) == found(["v"], exclude=["skip"], suffixes={".mp4", "txt"}, hidden=True)
+    assert found(["v"], filter=f) == ["v/.b.mp4", "v/.c.mp4.part.mp4", "v/a.mp4", "v/e.TXT"]
+    # Temporary names count only where the filter names them, as the watcher's does.
+    assert found(["v"], filter=VideoFilter(hidden=True, temporary=TEMP_PATTERNS)) == [
+        "v/a.mp4",
+        "v/skip/d.mp4",
+    ]
+    with pytest.raises(TypeError):
+        discover(["v"], exclude=["skip"], filter=f)
+
+
+def test_walk_order_sorts_paths_as_discover_yields_them() -> None:
+    rels = ["c.mov", "b.mp4", "a/z.mkv", "a/c/d.webm", "0.avi", "a.mp4", "a-b/x.mp4", "A/y.mp4", "a/c.mp4"]
+    for rel in rels:
+        touch(f"v/{rel}")
+    touch("w/first.mp4")
+    walked = found(["w", "v"])
+    keyed = sorted([f"v/{r}" for r in rels] + ["w/first.mp4"], key=lambda p: walk_order(p[0] == "v", p[2:]))
+    assert walked == keyed
+    assert walk_order(0, "") < walk_order(0, "a") < walk_order(0, "a/b") < walk_order(0, "a.mp4")
+
+
+def test_walk_folder_walks_a_sub_folder_as_a_walk_of_its_root_would(tmp_path: Path) -> None:
+    for p in ["v/new/a.mp4", "v/new/drafts/b.mp4", "v/new/.c.mp4", "v/old/d.mp4", "outside/e.mp4"]:
+        touch(p)
+    os.symlink("../old/d.mp4", "v/new/link.mp4")  # elsewhere in the root: followed
+    os.symlink("../../outside/e.mp4", "v/new/leak.mp4")  # outside the root: not
+    f = VideoFilter(exclude=("new/drafts",))
+    got = [v.path for v in walk_folder("v/new", "new", f, Confinement.of(["v"]))]
+    # "new/drafts" is a path under the root: it matches only because rel says where "new" is.
+    assert got == ["v/new/a.mp4", "v/new/link.mp4"]
+    assert list(walk_folder("v/new/a.mp4", "new/a.mp4", f, Confinement.of(["v"]))) == []
+    with pytest.raises(FileNotFoundError):
+        walk_folder("v/gone", "gone", f, Confinement.of(["v"]))

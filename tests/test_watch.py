@@ -1,4 +1,5 @@
-"""Tests for tagger.watch: settling, temp names, moves, deletions, rescans and unavailable roots.
+"""Tests for tagger.watch: settling, temp names, moves, deletions, rescans, symlinks, unavailable
+and remounted roots, and files that never open.
 
 Each test drives a real observer (inotify, and polling) by consuming ``events()`` in the test
 thread; nothing sleeps for a fixed time except the writer thread that simulates a slow copy.
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from tagger import watch
+from tagger.discover import discover
 from tagger.records import VideoFile
 from tagger.watch import Deleted, Event, Moved, Settled, Watcher, is_temporary, network_filesystem
 
@@ -220,14 +222,27 @@ def test_partial_download_settles_once_renamed(tmp_path: Path, streams: Callable
     assert rsync_temp.exists()
 
 
-def test_empty_file_waits_until_it_has_content(tmp_path: Path, streams: Callable[..., Stream]) -> None:
+def test_empty_file_that_gets_content_settles_with_it(tmp_path: Path, streams: Callable[..., Stream]) -> None:
+    stream = streams([tmp_path])
+    stream.started()
     empty = tmp_path / "empty.mp4"
     empty.touch()
-    stream = streams([tmp_path])
-    stream.run_for(3 * SETTLE)
-    assert stream.got == []
     write(empty, 10)
     stream.until(has_settled(empty))
+    assert [e.file.size for e in stream.got if isinstance(e, Settled)] == [10]
+
+
+def test_empty_file_that_stays_empty_is_handed_on_to_fail(
+    tmp_path: Path, streams: Callable[..., Stream], caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = streams([tmp_path])
+    stream.started()
+    empty = tmp_path / "empty.mp4"
+    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+        empty.touch()
+        stream.until(has_settled(empty))
+    assert [e.file.size for e in stream.got if isinstance(e, Settled)] == [0]
+    assert any("stays empty" in r.getMessage() for r in caplog.records)
 
 
 # -- moves and deletions -----------------------------------------------------------------
@@ -401,6 +416,138 @@ def test_include_and_exclude_apply_to_events_as_to_scans(
     assert settled(stream.got) == [str(wanted)]
 
 
+# Names that exercise every part of the rule: suffix case, temporary and hidden names, hidden
+# and excluded folders at any depth, exclude and include by base name and by path under the root.
+AGREE_NAMES = [
+    "a.mp4",
+    "B.MKV",
+    "c.Mp4",
+    "notes.txt",
+    "x.mp4.part",
+    "y.mkv.crdownload",
+    "z.mp4.tmp",
+    ".hidden.mp4",
+    ".sync/a.mp4",
+    "sub/.rsync.mp4.AbC123",
+    "skip/d.mp4",
+    "deep/er/skip/e.mp4",
+    "deep/er/f.mp4",
+    "keep/no-g.mp4",
+    "other/keep/no-h.mp4",
+    "drafts/i.mp4",
+    "j_draft.mp4",
+    "sub/k.webm",
+    "sub/deeper/l.avi",
+    "x.tmp/m.mp4",
+]
+AGREE_TAKEN = [
+    "a.mp4",
+    "c.Mp4",
+    "deep/er/f.mp4",
+    "other/keep/no-h.mp4",
+    "sub/deeper/l.avi",
+    "sub/k.webm",
+    "x.tmp/m.mp4",
+]
+
+
+def test_discover_and_watch_take_the_same_names(tmp_path: Path, streams: Callable[..., Stream]) -> None:
+    # Globs are case-sensitive, suffixes are not; "*" in a path glob spans folders too.
+    include = ["*.mp4", "*.Mp4", "sub/*"]
+    exclude = ["skip", "keep/no-*", "*_draft.mp4", "drafts"]
+    before, after = tmp_path / "before", tmp_path / "after"
+    for name in AGREE_NAMES:
+        write(before / name)
+    scanned = [v.path for v in discover([str(before)], include=include, exclude=exclude)]
+    assert scanned == [str(before / name) for name in AGREE_TAKEN]
+    after.mkdir()
+    # "before" is found by the first scan, "after" by events as each file lands.
+    stream = streams([before, after], include=include, exclude=exclude)
+    stream.started()
+    for name in AGREE_NAMES:
+        write(after / name)
+    expected = [before / n for n in AGREE_TAKEN] + [after / n for n in AGREE_TAKEN]
+    stream.until(has_settled(*expected))
+    stream.run_for(3 * SETTLE)
+    assert sorted(settled(stream.got)) == sorted(map(str, expected))
+
+
+# -- symlinks ------------------------------------------------------------------------------
+
+
+def test_symlinks_leading_outside_the_roots_are_not_followed(
+    tmp_path: Path, streams: Callable[..., Stream], caplog: pytest.LogCaptureFixture
+) -> None:
+    root, outside, staging = tmp_path / "lib", tmp_path / "outside", tmp_path / "staging"
+    secret = write(outside / "secret.mp4")
+    write(outside / "deep" / "more.mp4")
+    root.mkdir()
+    staging.mkdir()
+    # Short rescans: the periodic scan must not follow them either.
+    stream = streams([root], rescan_s=0.2)
+    stream.started()
+    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+        (root / "leak.mp4").symlink_to(secret)
+        (root / "leakdir").symlink_to(outside)
+        (staging / "moved.mp4").symlink_to(secret)
+        (staging / "moveddir").symlink_to(outside)
+        (staging / "moved.mp4").rename(root / "moved.mp4")
+        (staging / "moveddir").rename(root / "moveddir")
+        # Inside the watched tree: a rename of a link still leads outside.
+        (root / "leak.mp4").rename(root / "renamed.mp4")
+        # A real folder that holds a link leading outside.
+        write(staging / "real" / "inner.mp4")
+        (staging / "real" / "inner-leak.mp4").symlink_to(secret)
+        (staging / "real").rename(root / "real")
+        # Written into the linked folder once it is linked in: its events must not count either.
+        write(outside / "later.mp4")
+        sentinel = write(root / "ok.mp4")
+        stream.until(has_settled(sentinel, root / "real" / "inner.mp4"))
+        stream.run_for(5 * SETTLE)
+    assert sorted(settled(stream.got)) == sorted([str(sentinel), str(root / "real" / "inner.mp4")])
+    assert moved(stream.got) == []
+    notes = " ".join(r.getMessage() for r in caplog.records)
+    assert str(root / "moved.mp4") in notes and "outside" in notes
+
+
+def test_symlinks_inside_the_roots_are_taken_as_a_scan_takes_them(
+    tmp_path: Path, streams: Callable[..., Stream]
+) -> None:
+    root, staging = tmp_path / "lib", tmp_path / "staging"
+    clip = write(root / ".clips" / "a.mp4", 10)
+    write(root / ".clips" / "c.mp4", 11)
+    write(root / ".shows" / "b.mp4", 12)
+    write(root / ".reels" / "r.mp4", 13)
+    visible = write(root / "real" / "v.mp4", 14)
+    staging.mkdir()
+    stream = streams([root])
+    stream.until(has_settled(visible))
+    # The only ways to hidden files: followed, under the link's name.
+    (root / "clip.mp4").symlink_to(".clips/a.mp4")
+    (root / "show").symlink_to(".shows")
+    (staging / "moved.mp4").symlink_to(root / ".clips" / "c.mp4")
+    (staging / "moved.mp4").rename(root / "moved.mp4")
+    (staging / "reels").symlink_to(root / ".reels")
+    (staging / "reels").rename(root / "reels")
+    # Second ways to a file that a scan meets first by another path: not taken again.
+    (root / "zz-again.mp4").symlink_to(clip)
+    (root / "zz-visible.mp4").symlink_to("real/v.mp4")
+    (root / "zz-show").symlink_to(".shows")
+    taken = [
+        root / "clip.mp4",
+        root / "moved.mp4",
+        root / "show" / "b.mp4",
+        root / "reels" / "r.mp4",
+        visible,
+    ]
+    stream.until(has_settled(*taken))
+    stream.run_for(3 * SETTLE)
+    assert sorted(settled(stream.got)) == sorted(map(str, taken))
+    # The same set a scan of the root gives.
+    assert sorted(v.path for v in discover([str(root)])) == sorted(map(str, taken))
+    assert {e.file.size for e in stream.got if isinstance(e, Settled)} == {10, 11, 12, 13, 14}
+
+
 # -- unavailable roots ---------------------------------------------------------------------
 
 
@@ -456,6 +603,106 @@ def test_missing_root_is_watched_once_it_appears(tmp_path: Path, streams: Callab
     stream.until(has_settled(second))
 
 
+@pytest.fixture
+def devices(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[int, str]]:
+    """Fake (device, mount point) per root path, as an unmount or a remount would change them."""
+    fake: dict[str, tuple[int, str]] = {}
+    real_device, real_mount = watch._device, watch._mount_point
+    monkeypatch.setattr(watch, "_device", lambda p: fake[p][0] if p in fake else real_device(p))
+    monkeypatch.setattr(watch, "_mount_point", lambda p: fake[p][1] if p in fake else real_mount(p))
+    return fake
+
+
+def logged(caplog: pytest.LogCaptureFixture, *words: str) -> Predicate:
+    return lambda got: any(all(w in r.getMessage() for w in words) for r in caplog.records)
+
+
+def test_root_remounted_on_another_device_is_back(
+    tmp_path: Path,
+    streams: Callable[..., Stream],
+    devices: dict[str, tuple[int, str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    share = tmp_path / "share"
+    a = write(share / "a.mp4")
+    dev = os.stat(share).st_dev
+    devices[str(share)] = (dev, str(share))  # a mount point of its own
+    stream = streams([share], rescan_s=600)
+    stream.until(has_settled(a))
+    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+        # Unmounted: the folder beneath shows, on the parent's device and mount, and even
+        # what was written into it meanwhile does not make it the root.
+        devices[str(share)] = (dev + 1, str(tmp_path))
+        stream.until(logged(caplog, str(share), "went away"))
+        a.unlink()
+        stray = write(share / "stray.mp4")
+        stream.run_for(3 * SETTLE)
+        assert settled(stream.got) == [str(a)] and deleted(stream.got) == []
+
+        # Mounted again on a new device, but empty: where results are expected, it waits.
+        stray.unlink()
+        devices[str(share)] = (dev + 2, str(share))
+        stream.run_for(3 * SETTLE)
+        assert settled(stream.got) == [str(a)] and deleted(stream.got) == []
+
+        # With content it is back: rescanned, so what it lacks is deleted and what is new settles.
+        b = write(share / "b.mp4")
+        stream.until(lambda got: str(b) in settled(got) and str(a) in deleted(got))
+        assert logged(caplog, str(share), "another device")([])
+    stream.run_for(2 * SETTLE)
+    assert settled(stream.got) == [str(a), str(b)] and deleted(stream.got) == [str(a)]
+
+
+@pytest.mark.usefixtures("deaf")
+def test_device_change_while_up_watches_again_and_rescans(
+    tmp_path: Path,
+    streams: Callable[..., Stream],
+    devices: dict[str, tuple[int, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    share = tmp_path / "share"
+    a = write(share / "a.mp4")
+    dev = os.stat(share).st_dev
+    devices[str(share)] = (dev, str(share))
+    watched: list[str] = []
+    schedule = watch._Session.watch
+
+    def spy(self: Any, root: str) -> None:
+        watched.append(root)
+        schedule(self, root)
+
+    monkeypatch.setattr(watch._Session, "watch", spy)
+    stream = streams([share], rescan_s=600)
+    stream.until(has_settled(a))
+    # Unmounted and mounted again between two looks. With every event dropped and no rescan
+    # due for minutes, only the rescan for the new device finds b.
+    b = write(share / "b.mp4")
+    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+        devices[str(share)] = (dev + 1, str(share))
+        stream.until(has_settled(b))
+    assert watched == [str(share), str(share)]
+    assert logged(caplog, str(share), "changed device")([])
+
+
+def test_late_mount_over_a_folder_taken_as_it_was_is_the_root(
+    tmp_path: Path, streams: Callable[..., Stream], devices: dict[str, tuple[int, str]]
+) -> None:
+    # No results expected yet, so the empty mount point was taken: the share mounted over it
+    # later is deeper, not the mount gone.
+    share = tmp_path / "share"
+    share.mkdir()
+    devices[str(share)] = (os.stat(tmp_path).st_dev, str(tmp_path))
+    stream = streams([share], rescan_s=600)
+    stream.started()
+    a = write(share / "a.mp4")
+    stream.until(has_settled(a))
+    devices[str(share)] = (os.stat(tmp_path).st_dev + 1, str(share))
+    b = write(share / "b.mp4")
+    stream.until(has_settled(b))
+    assert deleted(stream.got) == []
+
+
 def test_periodic_rescans_repeat_no_discover_notes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     os.mkfifo(tmp_path / "pipe.mp4")
     video = write(tmp_path / "v.mp4")
@@ -469,6 +716,50 @@ def test_periodic_rescans_repeat_no_discover_notes(tmp_path: Path, caplog: pytes
             stream.close()
     notes = [r for r in caplog.records if "pipe.mp4" in r.getMessage()]
     assert len(notes) == 1 and notes[0].levelno == logging.INFO
+
+
+# -- unreadable files ------------------------------------------------------------------------
+
+
+def test_settled_file_that_stays_unreadable_is_handed_on_once(
+    tmp_path: Path,
+    streams: Callable[..., Stream],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    locked = tmp_path / "locked.mp4"
+    real = watch._read_error
+    # Injected: chmod 000 does not stop a test run as root.
+    monkeypatch.setattr(watch, "_read_error", lambda p: "Permission denied" if p == str(locked) else real(p))
+    stream = streams([tmp_path])
+    stream.started()
+    with caplog.at_level(logging.DEBUG, logger="tagger.watch"):
+        write(locked)
+        ok = write(tmp_path / "ok.mp4")
+        stream.until(has_settled(locked, ok))
+        stream.run_for(3 * SETTLE)
+    assert sorted(settled(stream.got)) == sorted([str(locked), str(ok)])
+    notes = [r for r in caplog.records if str(locked) in r.getMessage() and r.levelno == logging.INFO]
+    assert len(notes) == 1 and "unreadable" in notes[0].getMessage()
+
+
+def test_a_lock_that_lifts_settles_without_a_note(
+    tmp_path: Path,
+    streams: Callable[..., Stream],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = tmp_path / "copying.mp4"
+    real = watch._read_error
+    refusals = iter(["Resource busy"])
+    monkeypatch.setattr(watch, "_read_error", lambda p: next(refusals, None) if p == str(target) else real(p))
+    stream = streams([tmp_path])
+    stream.started()
+    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+        write(target)
+        stream.until(has_settled(target))
+    assert next(refusals, "used") == "used"  # it was refused once
+    assert not [r for r in caplog.records if "unreadable" in r.getMessage()]
 
 
 # -- names, filesystems and setup ----------------------------------------------------------
@@ -526,14 +817,14 @@ def test_network_root_is_polled(
     nas.mkdir()
     disk.mkdir()
     monkeypatch.setattr(watch, "network_filesystem", lambda p: "nfs4" if p == str(nas) else None)
-    polling: list[PollingObserver] = []
+    polling: list[PollingObserverVFS] = []
 
-    class Recorded(PollingObserver):
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
+    class Recorded(PollingObserverVFS):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
             polling.append(self)
 
-    monkeypatch.setattr(watch, "PollingObserver", Recorded)
+    monkeypatch.setattr(watch, "PollingObserverVFS", Recorded)
     with caplog.at_level(logging.WARNING, logger="tagger.watch"):
         watcher = Watcher([str(nas), str(disk)], settle_s=SETTLE, tick_s=TICK, poll_interval_s=0.1)
     assert watcher.polled_roots == (str(nas),)
