@@ -30,18 +30,18 @@ PATTERN_W, PATTERN_H = 128, 32
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def pattern(i: int, width: int = PATTERN_W, height: int = PATTERN_H) -> np.ndarray:
+def pattern(i: int, width: int = PATTERN_W, height: int = PATTERN_H, nbits: int = BITS) -> np.ndarray:
     """Frame ``i``: stripe ``b`` (left to right) is white when bit ``b`` of ``i`` is set."""
-    bits = (i >> np.arange(BITS)) & 1
-    row = np.repeat(bits * 255, width // BITS).astype(np.uint8)
+    bits = (i >> np.arange(nbits)) & 1
+    row = np.repeat(bits * 255, width // nbits).astype(np.uint8)
     return np.ascontiguousarray(np.broadcast_to(row[None, :, None], (height, width, 3)))
 
 
-def index_of(frame: np.ndarray) -> int:
+def index_of(frame: np.ndarray, nbits: int = BITS) -> int:
     """The source frame number shown by a decoded (lossy, possibly resized) pattern frame."""
-    w = frame.shape[1] / BITS
+    w = frame.shape[1] / nbits
     value = 0
-    for b in range(BITS):
+    for b in range(nbits):
         stripe = frame[:, int(b * w + w / 4) : int((b + 1) * w - w / 4)]
         value |= int(stripe.mean() > 128) << b
     return value

@@ -22,6 +22,9 @@ from tagger import sampling
 from tagger.decode import DecodeJob, decode_clips, probe, run_job
 from tagger.records import DecodeError
 
+from .test_decode import index_of as pattern_index
+from .test_decode import pattern
+
 W, H = 72, 48
 FPS = 10
 BITS = 9  # stripes of 8 pixels: frames 0 to 511
@@ -32,20 +35,11 @@ RED = (230, 30, 30)
 
 
 def stripes(i: int) -> np.ndarray:
-    """Frame ``i``: stripe ``b`` (left to right) is white when bit ``b`` of ``i`` is set."""
-    bits = (i >> np.arange(BITS)) & 1
-    row = np.repeat(bits * 255, W // BITS).astype(np.uint8)
-    return np.ascontiguousarray(np.broadcast_to(row[None, :, None], (H, W, 3)))
+    return pattern(i, W, H, BITS)
 
 
 def index_of(frame: np.ndarray) -> int:
-    """The source frame number shown by a decoded (lossy, possibly resized) stripes frame."""
-    w = frame.shape[1] / BITS
-    value = 0
-    for b in range(BITS):
-        stripe = frame[:, int(b * w + w / 4) : int((b + 1) * w - w / 4)]
-        value |= int(stripe.mean() > 128) << b
-    return value
+    return pattern_index(frame, BITS)
 
 
 def grey_level(i: int) -> int:

@@ -109,6 +109,13 @@ def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, video_factory: An
             _umount(folder)
 
 
+def one_video(tmp_path: Path, video_factory: Any) -> Path:
+    videos = tmp_path / "v"
+    videos.mkdir()
+    shutil.copy(video_factory(["red"] * 30), videos / "a.mp4")
+    return videos
+
+
 def _count(output: str, what: str) -> int:
     found = re.search(rf"^{what}\s+(\d+)$", output, re.MULTILINE)
     assert found, output
@@ -181,9 +188,7 @@ def test_full_disk_under_the_state_database(tmp_path: Path, tiny_model: Path, vi
         pytest.skip("mounting a tmpfs is not permitted here")
     try:
         (folder / "filler").write_bytes(b"\0" * 60_000)
-        videos = tmp_path / "v"
-        videos.mkdir()
-        shutil.copy(video_factory(["red"] * 30), videos / "a.mp4")
+        videos = one_video(tmp_path, video_factory)
         done = invoke(
             "scan", str(videos), "-m", str(tiny_model), "-o", "-", "--state", str(folder / "state.db")
         )
@@ -228,9 +233,7 @@ def test_sqlite_errors_are_one_clear_line(
     monkeypatch.setattr(
         state_module.sqlite3, "connect", lambda *a, **k: _Failing(real_connect(*a, **k), message, code)
     )
-    videos = tmp_path / "v"
-    videos.mkdir()
-    shutil.copy(video_factory(["red"] * 30), videos / "a.mp4")
+    videos = one_video(tmp_path, video_factory)
     state = tmp_path / "state.db"
     done = invoke(
         "scan", str(videos), "-m", str(tiny_model), "-o", str(tmp_path / "o.csv"), "--state", str(state)
@@ -317,9 +320,7 @@ def nfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_state_on_a_network_share_is_refused_unless_allowed(
     tmp_path: Path, nfs: Path, video_factory: Any, tiny_model: Path
 ) -> None:
-    videos = tmp_path / "v"
-    videos.mkdir()
-    shutil.copy(video_factory(["red"] * 30), videos / "a.mp4")
+    videos = one_video(tmp_path, video_factory)
     state = nfs / "state.db"
     refused = invoke("scan", str(videos), "-m", str(tiny_model), "--state", str(state))
     assert refused.exit_code == 2
@@ -334,9 +335,7 @@ def test_state_on_a_network_share_is_refused_unless_allowed(
 def test_output_on_a_network_share_keeps_its_state_on_the_local_disk(
     tmp_path: Path, nfs: Path, video_factory: Any, tiny_model: Path
 ) -> None:
-    videos = tmp_path / "v"
-    videos.mkdir()
-    shutil.copy(video_factory(["red"] * 30), videos / "a.mp4")
+    videos = one_video(tmp_path, video_factory)
     out = nfs / "labels.csv"
     assert invoke("scan", str(videos), "-m", str(tiny_model), "-o", str(out)).exit_code == 0
     assert sorted(p.name for p in nfs.iterdir() if not p.name.endswith(".lock")) == ["labels.csv"]
