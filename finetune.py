@@ -18,7 +18,10 @@ in tagger/train.py `finetune`, read top to bottom:
               CSV and PNG next to the model, and the training curve
 
 Same options as `vidtag finetune --help`. Several GPUs or nodes: run this script with
-`torchrun --nproc_per_node N finetune.py ...` or `accelerate launch finetune.py ...`.
+`torchrun --nproc_per_node N finetune.py ...` or `accelerate launch finetune.py ...` (with an
+`accelerate config`, or `--multi_gpu --num_processes N`; on a CPU-only machine the processes
+talk over gloo). Each process trains on its share of train/ with --batch-size videos per step;
+only the first one writes OUT, reports on test/ and pushes to the hub.
 """
 
 from tagger.cli import finetune

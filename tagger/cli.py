@@ -620,7 +620,9 @@ def finetune(data_dir: str, out: str, check_only: bool, **settings: Any) -> None
         run_finetune(options)
     except TaggerError as exc:
         raise _fail(exc) from None
-    click.echo(f"saved {out}", err=True)
+    # Under torchrun or accelerate only the first process writes the model, so only it says so.
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"saved {out}", err=True)
 
 
 @cli.command()

@@ -187,31 +187,17 @@ def _mixed_precision() -> tuple[bool, bool]:
     return bf16, not bf16
 
 
-def finetune(settings: FinetuneSettings) -> Path:
-    """Train, keep the best epoch by validation accuracy, save and report; returns the model dir."""
-    from transformers import AutoModelForVideoClassification, Trainer, TrainingArguments
-    from transformers.utils import logging as hf_logging
+def _training_args(settings: FinetuneSettings, out: Path) -> Any:
+    """The guide's recipe as ``TrainingArguments``; building them joins the distributed run
+    (``torchrun``, ``accelerate launch``) when there is one."""
+    from transformers import TrainingArguments
 
-    from tagger import report as reporting
-
-    hf_logging.disable_progress_bar()
-    out = Path(settings.out)
-    # 1. Data: the user's folders, split without leakage, checked before any training.
-    data, checked = check(settings)
-    log.warning("dataset check: %s", checked.format())
-    if not checked.ok:
-        raise TaggerError("the dataset check found errors (listed above); fix them and run again")
-    if "val" not in data.splits:
-        raise TaggerError(f"{settings.data_dir} has no val/ split: it is needed to pick the best epoch")
-    model, prep = _base_model(settings, data.classes)
-    train_set = ClipDataset(
-        data.splits["train"], data.classes, prep, settings.stride, train=True, flip=settings.flip
-    )
-    val_set = ClipDataset(data.splits["val"], data.classes, prep, settings.stride, train=False)
-
-    # 2. Trainer, with the guide's recipe.
     bf16, fp16 = _mixed_precision()
-    args = TrainingArguments(
+    # Without an accelerator, Trainer must be told it is on CPU: otherwise, under torchrun,
+    # accelerate opens a process group but reports "not distributed", and every rank trains
+    # alone on the whole dataset and believes it is process 0. Told, it runs DDP over gloo.
+    cpu = not torch.accelerator.is_available()
+    return TrainingArguments(
         output_dir=str(out / "checkpoints"),
         learning_rate=settings.lr or (SCRATCH_LR if settings.init == "small" else PRETRAINED_LR),
         warmup_steps=0.1,
@@ -225,7 +211,7 @@ def finetune(settings: FinetuneSettings) -> Path:
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="epoch",
-        # The best epoch is reloaded below with from_pretrained: Trainer's own reload
+        # The best epoch is reloaded in `finetune` with from_pretrained: Trainer's own reload
         # (load_best_model_at_end) skips VideoMAE's renamed q/v biases in transformers 5.
         metric_for_best_model="accuracy",
         save_total_limit=2,
@@ -237,7 +223,46 @@ def finetune(settings: FinetuneSettings) -> Path:
         disable_tqdm=True,
         bf16=bf16,
         fp16=fp16,
+        use_cpu=cpu,
+        # VideoMAE's classifier uses every weight in each forward pass; looking for unused
+        # ones would cost DDP an extra walk of the autograd graph every step.
+        ddp_find_unused_parameters=False,
     )
+
+
+def finetune(settings: FinetuneSettings) -> Path:
+    """Train, keep the best epoch by validation accuracy, save and report; returns the model dir.
+
+    Under ``torchrun`` or ``accelerate launch`` every process trains on its share of the data,
+    and only the global main process saves, reports and pushes.
+    """
+    from transformers import Trainer, set_seed
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    out = Path(settings.out)
+    args = _training_args(settings, out)
+    main = args.process_index == 0
+    # 1. Data: the user's folders, split without leakage, checked before any training. Every
+    # process checks on its own (the split is deterministic, so all reach the same verdict and
+    # stop together on errors) rather than waiting on the main process, which for a large
+    # dataset could outlast the process group's timeout.
+    data, checked = check(settings)
+    if main:
+        log.warning("dataset check: %s", checked.format())
+    if not checked.ok:
+        raise TaggerError("the dataset check found errors (listed above); fix them and run again")
+    if "val" not in data.splits:
+        raise TaggerError(f"{settings.data_dir} has no val/ split: it is needed to pick the best epoch")
+    # The new head (and, for --init small, every weight) is drawn before Trainer seeds anything.
+    set_seed(settings.seed)
+    model, prep = _base_model(settings, data.classes)
+    train_set = ClipDataset(
+        data.splits["train"], data.classes, prep, settings.stride, train=True, flip=settings.flip
+    )
+    val_set = ClipDataset(data.splits["val"], data.classes, prep, settings.stride, train=False)
+
+    # 2. Trainer, with the guide's recipe.
     trainer = Trainer(
         model=model,
         args=args,
@@ -249,11 +274,39 @@ def finetune(settings: FinetuneSettings) -> Path:
     if settings.resume and not any((out / "checkpoints").glob("checkpoint-*")):
         raise TaggerError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
     trainer.train(resume_from_checkpoint=True if settings.resume else None)
+    # Every process is through training, and the main one through writing its last
+    # checkpoint, before that one reloads the best and the others close the process group.
+    trainer.accelerator.wait_for_everyone()
+    try:
+        if trainer.is_world_process_zero():
+            _save_and_report(settings, data, prep, model, trainer.state)
+    finally:
+        # After the barrier nothing else is collective, so the other processes leave now
+        # instead of holding the process group open through the main one's test report.
+        trainer.accelerator.end_training()
+    return out
 
-    # 3. Save the best epoch with what tagging needs to cut the same clips.
-    best = trainer.state.best_model_checkpoint
-    if best:
-        model = AutoModelForVideoClassification.from_pretrained(best, use_safetensors=True)
+
+def _save_and_report(
+    settings: FinetuneSettings,
+    data: datasets.Dataset,
+    prep: Preprocessing,
+    model: Any,
+    state: Any,
+) -> None:
+    """Save the best epoch with what tagging needs to cut the same clips, then report on test/."""
+    from transformers import AutoModelForVideoClassification
+
+    from tagger import report as reporting
+
+    out = Path(settings.out)
+    # 3. Save the best epoch, not the last one that Trainer holds. It is reloaded here only:
+    # checkpoints are written by the global main process, so on several machines without
+    # shared storage they exist on its machine alone.
+    if state.best_model_checkpoint:
+        model = AutoModelForVideoClassification.from_pretrained(
+            state.best_model_checkpoint, use_safetensors=True
+        )
     model.save_pretrained(str(out))
     with atomic_open(out / "preprocessor_config.json") as f:
         json.dump(prep.to_config(), f, indent=2)
@@ -272,7 +325,7 @@ def finetune(settings: FinetuneSettings) -> Path:
     # 4. Report on the test split, the way `vidtag scan` sees the videos.
     if "test" in data.splits:
         result = evaluate(data.splits["test"], str(out))
-        reporting.write_report(result, out, prefix="test", log_history=trainer.state.log_history)
+        reporting.write_report(result, out, prefix="test", log_history=state.log_history)
         log.warning("test split:\n%s", reporting.format_report(result))
     if settings.push_to_hub:
         # The best epoch, not the last one that Trainer holds.
@@ -281,7 +334,6 @@ def finetune(settings: FinetuneSettings) -> Path:
         api = HfApi()
         repo = api.create_repo(out.name, exist_ok=True).repo_id
         api.upload_folder(repo_id=repo, folder_path=str(out), ignore_patterns=["checkpoints/*"])
-    return out
 
 
 def labeled_videos(folder: str | Path) -> list[datasets.LabeledVideo]:
