@@ -1,13 +1,13 @@
 """How long ``vidtag watch`` takes to exit after SIGTERM while the model works on the CPU.
 
-    python bench/bench_stop.py [--rounds 3] [--shape base] [--project DIR]
+    python bench/bench_stop.py [--rounds 3] [--shape base] [--baseline DIR]
 
 A base-shaped VideoMAE (random weights; the compute of videomae-base) tags UCF101-shaped
 videos, two clips each, one clip per forward pass (the CPU default). Once the first video
 has its row, a SIGTERM lands at a random moment of the work on the next ones, and the time
-from the signal to the process's exit is measured. ``--project DIR`` runs the daemon from
-another checkout (an older commit, for the before/after figure), with this script's model
-and videos.
+from the signal to the process's exit is measured. ``--baseline DIR`` also runs the daemon of
+another checkout (an older commit: ``git worktree add DIR REV``) on the same model and
+videos, the two in rotating order within each round.
 """
 
 from __future__ import annotations
@@ -63,20 +63,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shape", default="base", choices=["base", "tiny"])
     parser.add_argument("--videos", type=int, default=8)
-    parser.add_argument("--project", type=Path, default=ROOT, help="checkout whose vidtag is run")
+    parser.add_argument("--baseline", type=Path, default=None, help="checkout to compare with")
     args = parser.parse_args()
     model = make_model(args.shape)
     videos = ucf101_sized(CACHE / "stop-videos", args.videos, distinct=args.videos)
     print(machine())
     rng = random.Random(0)
-    times = []
+    projects = [ROOT] + ([args.baseline.resolve()] if args.baseline else [])
+    times: dict[Path, list[float]] = {p: [] for p in projects}
     for i in range(args.rounds):
-        seconds, rows = one_round(args.project.resolve(), model, videos, rng)
-        times.append(seconds)
-        print(f"round {i + 1}: exit {seconds:.2f} s after SIGTERM ({rows} rows written before it)")
-    print(
-        f"SIGTERM to exit: median {statistics.median(times):.2f} s, max {max(times):.2f} s ({args.project})"
-    )
+        order = projects[i % len(projects) :] + projects[: i % len(projects)]
+        for project in order:
+            seconds, rows = one_round(project, model, videos, rng)
+            times[project].append(seconds)
+            print(f"round {i + 1}, {project}: exit {seconds:.2f} s after SIGTERM ({rows} rows before it)")
+    for project, values in times.items():
+        print(
+            f"SIGTERM to exit, {project}: median {statistics.median(values):.2f} s, max {max(values):.2f} s"
+        )
 
 
 if __name__ == "__main__":
