@@ -188,7 +188,7 @@ def test_slow_write_settles_once_after_the_last_write(tmp_path: Path, streams: C
     try:
         stream.until(has_settled(target))
     finally:
-        thread.join()
+        thread.join(timeout=30)
     stream.run_for(1.0)
     events = [e for e in stream.got if isinstance(e, Settled)]
     st = target.stat()

@@ -20,7 +20,10 @@ from .test_daemon import _daemon, rows_for, wait_for
 
 def _mount(target: Path) -> None:
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(target)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     if done.returncode != 0:
         raise OSError(done.stderr.strip() or f"mount exited {done.returncode}")
@@ -29,7 +32,7 @@ def _mount(target: Path) -> None:
 def _umount(target: Path, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        done = subprocess.run(["umount", str(target)], capture_output=True, text=True)
+        done = subprocess.run(["umount", str(target)], capture_output=True, text=True, timeout=30)
         # Busy while something still has a file open there; that ends when its read does.
         if done.returncode == 0 or time.monotonic() > deadline or "busy" not in done.stderr:
             break
@@ -63,7 +66,7 @@ def mounts(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
     yield mount
     for target in reversed(mounted):
         # Lazy: a daemon killed in the middle of a read must not leave the mount behind.
-        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
 
 
 def test_root_remounted_on_another_device_is_watched_again(
@@ -97,7 +100,7 @@ def test_root_remounted_on_another_device_is_watched_again(
     finally:
         if daemon.poll() is None:
             daemon.kill()
-            daemon.wait()
+            daemon.wait(timeout=30)
         log.close()
     [second] = rows_for(out, "second.mp4")
     assert second["status"] == "ok" and second["label"] == "red"
