@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from tagger import sampling
+from tagger.names import display, is_utf8
 from tagger.records import ModelLoadError, TaggerError
 from tagger.transforms import Preprocessing, to_model_input
 
@@ -56,6 +57,12 @@ def resolve_model(ref: str) -> ModelRef:
     """Turn ``--model`` into a local directory or hub id; an alias wins over a hub id."""
     path = Path(ref).expanduser()
     if path.is_dir():
+        if not is_utf8(str(path.resolve())):
+            # safetensors opens files by UTF-8 path only; renaming is the one fix.
+            raise ModelLoadError(
+                f"the path of model directory {display(ref)} is not valid UTF-8, which the "
+                "safetensors loader cannot open: rename it (or link it under a UTF-8 name)"
+            )
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{ref} is a directory but has no config.json: not a model directory")
         return ModelRef(ref, str(path), True)
@@ -201,8 +208,9 @@ class Classifier:
 
     @property
     def id(self) -> str:
-        """Model name and weights hash, as written in the ``model`` column."""
-        return f"{self.name}@{self.fingerprint}"
+        """Model name and weights hash, as written in the ``model`` column (and a state key,
+        which must be text: a model folder whose name is not UTF-8 is written with escapes)."""
+        return f"{display(self.name)}@{self.fingerprint}"
 
     def stack(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """Clips into one batch array, reused from call to call (page-locked on CUDA).

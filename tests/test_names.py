@@ -164,3 +164,19 @@ def test_atomic_open_temp_name_stays_short(tmp_path: Path) -> None:
     (temp,) = seen
     assert len(os.fsencode(temp)) < 100
     assert target.read_text() == "x"
+
+
+def test_a_model_folder_whose_name_is_not_utf8_is_a_clear_usage_error(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from tagger.cli import cli
+
+    model = os.path.join(os.fsencode(tmp_path), b"mod\xe8le")
+    shutil.copytree(tiny_model, os.fsdecode(model))
+    done = CliRunner().invoke(cli, ["scan", str(tmp_path), "-m", os.fsdecode(model), "-o", "-"])
+    assert done.exit_code == 2 and isinstance(done.exception, SystemExit)
+    assert "mod\\xe8le" in done.output and "not valid UTF-8" in done.output and "rename it" in done.output
