@@ -4,7 +4,7 @@
 
 DATA_DIR is UCF101 layout: train/, val/ and test/, each with one folder per class (or just
 class folders, which are split for you, keeping UCF101 groups `_gNN_` together). The steps,
-in tagger/train.py `finetune`, read top to bottom:
+in tagger/training/train.py `finetune`, read top to bottom:
 
   1. data     class names from the folders; the split written to OUT/split.json; a dataset
               check (undecodable, too short, empty classes, imbalance, files in two splits)

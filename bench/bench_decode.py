@@ -58,7 +58,7 @@ class FreshContext:
 def decode_ms(files: list[str], fresh: bool) -> float:
     from av.video.reformatter import VideoReformatter
 
-    from tagger import decode
+    from tagger.clips import decode
 
     decode.VideoReformatter = FreshContext if fresh else VideoReformatter  # type: ignore[misc, assignment]
     jobs = [
@@ -75,7 +75,7 @@ def decode_ms(files: list[str], fresh: bool) -> float:
 
 def transport(decoder: Any, clips: int, per_file: int) -> tuple[float, float]:
     """(tagger CPU ms per clip, clips/s) for ``clips`` clips in files of ``per_file``."""
-    from tagger.decode import DecodeJob
+    from tagger.clips.decode import DecodeJob
 
     jobs = [
         DecodeJob(path=f"f{i}", num_frames=16, stride=4, clips=per_file) for i in range(clips // per_file)
@@ -86,7 +86,7 @@ def transport(decoder: Any, clips: int, per_file: int) -> tuple[float, float]:
 
 def decode_rate(decoder: Any, files: list[str], threads: int) -> float:
     """Decode-only clips/s over ``files`` with ``threads`` FFmpeg threads per file."""
-    from tagger.decode import DecodeJob
+    from tagger.clips.decode import DecodeJob
 
     jobs = [
         DecodeJob(

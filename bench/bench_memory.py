@@ -3,7 +3,7 @@
     python bench/bench_memory.py --model models/demo [--small 200] [--large 2000]
                                  [--long VIDEO | --long-minutes 10]
 
-Writes the videos once (short generated clips, ``tagger.synth``), then runs ``vidtag scan``
+Writes the videos once (short generated clips, ``tagger.demo.synth``), then runs ``vidtag scan``
 over each folder in a fresh process and reports the peak resident memory of the largest
 process of the run (the tagger or a decode worker). Streaming with bounded queues should keep
 the two within a few per cent. ``--long`` scans one long video alone; ``--long-minutes N``
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_videos(folder: Path, count: int) -> None:
-    from tagger.synth import CLASSES, _frames, write_video
+    from tagger.demo.synth import CLASSES, _frames, write_video
 
     rng = random.Random(0)
     folder.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ def make_model(shape: str, cache: Path = CACHE) -> Path:
 
 def action_clips(videos: str | Path) -> list[str]:
     """The labeled action clips among the real samples (UCF101, HMDB51, Kinetics), sorted."""
-    from tagger.discover import discover
+    from tagger.sources.discover import discover
 
     pool = [
         f.path for f in discover([str(videos)]) if Path(f.path).suffix.lower() in (".avi", ".mp4", ".mkv")
@@ -66,7 +66,7 @@ def action_clips(videos: str | Path) -> list[str]:
 def ucf101_sized(folder: Path, count: int, distinct: int = 64, seconds: float = 7.0) -> list[str]:
     """``count`` UCF101-shaped videos (320x240, 25 fps, MPEG-4 Part 2, ~7 s, like UCF101's
     XviD clips): ``distinct`` generated ones, hard-linked under more names."""
-    from tagger.synth import CLASSES, _frames, write_video
+    from tagger.demo.synth import CLASSES, _frames, write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     made = []

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tagger import sampling
+from tagger.clips import sampling
 from tagger.names import display, is_utf8
 from tagger.records import ModelLoadError, TaggerError
 from tagger.transforms import Preprocessing, to_model_input

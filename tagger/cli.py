@@ -317,9 +317,9 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
 
     from tagger import progress
     from tagger.classify import load_classifier, resolve_device
-    from tagger.discover import discover
     from tagger.pipeline import Decoder, default_workers
     from tagger.scan import scan as run_scan
+    from tagger.sources.discover import discover
     from tagger.state import StateStore, resolve_state_path
 
     sidecar = params["sidecar"]
@@ -463,7 +463,7 @@ def watch(
     def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set():
             os._exit(128 + signum)  # a second signal: leave now
-        logging.getLogger("tagger.watch").info("stopping (signal %d); again to quit at once", signum)
+        logging.getLogger("tagger.daemon").info("stopping (signal %d); again to quit at once", signum)
         stop.set()
 
     try:
@@ -606,8 +606,8 @@ def finetune(data_dir: str, out: str, check_only: bool, **settings: Any) -> None
     Example:
       vidtag finetune ./my-clips --out models/my-tags
     """
-    from tagger.train import FinetuneSettings, check
-    from tagger.train import finetune as run_finetune
+    from tagger.training.train import FinetuneSettings, check
+    from tagger.training.train import finetune as run_finetune
 
     options = FinetuneSettings(data_dir=data_dir, out=out, **settings)
     try:
@@ -666,9 +666,9 @@ def evaluate(
     """
     from pathlib import Path
 
-    from tagger.report import format_report, write_report
-    from tagger.train import evaluate as run_evaluate
-    from tagger.train import labeled_videos
+    from tagger.training.report import format_report, write_report
+    from tagger.training.train import evaluate as run_evaluate
+    from tagger.training.train import labeled_videos
 
     try:
         report = run_evaluate(

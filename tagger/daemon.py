@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 from tagger import __version__, sinks
 from tagger.pipeline import TagOptions, tag
 from tagger.records import OutputError, StorageError, VideoFile, VideoResult
+from tagger.sources.watch import Deleted, Moved, Settled, Watcher
 from tagger.state import StateStore
-from tagger.watch import Deleted, Moved, Settled, Watcher
 
 if TYPE_CHECKING:
     from tagger.classify import Classifier
 
-log = logging.getLogger("tagger.watch")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tagger import transport
-from tagger.decode import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, DecodeJob, ready, run_job
+from tagger.clips import transport
+from tagger.clips.decode import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, DecodeJob, ready, run_job
+from tagger.clips.transport import Decoded, Packed, discard, run_packed, unpack
 from tagger.records import DecodeError, Tag, VideoInfo, VideoResult
-from tagger.transport import Decoded, Packed, discard, run_packed, unpack
 
 if TYPE_CHECKING:
     from tagger.classify import Classifier
@@ -135,7 +135,7 @@ class Decoder:
         self.workers = workers
         self.timeout_s = timeout_s
         self.worker = worker
-        #: Frames come back through shared memory (``tagger.transport``), not a pipe.
+        #: Frames come back through shared memory (``tagger.clips.transport``), not a pipe.
         self.shared_memory = shared_memory
         self.window = 2 * workers + 2
         self._running: dict[Any, str] = {}

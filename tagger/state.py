@@ -22,9 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
-from tagger.mounts import network_filesystem
 from tagger.names import display, is_utf8, json_text
 from tagger.records import StateError, TaggerError, VideoFile, VideoResult
+from tagger.sources.mounts import network_filesystem
 
 log = logging.getLogger(__name__)
 

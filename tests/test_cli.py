@@ -284,7 +284,7 @@ def test_killed_run_resumes_with_every_video_exactly_once(tmp_path, video_factor
 
 def test_scan_of_the_real_sample_library(real_data, tiny_model, tmp_path):
     """Every real sample file gets a row; only the deliberately corrupted one is an error."""
-    from tagger.discover import discover
+    from tagger.sources.discover import discover
 
     expected = {f.path for f in discover([str(real_data)])}
     out = tmp_path / "real.csv"

@@ -171,7 +171,7 @@ def test_bad_file_is_retried_with_back_off_then_recorded_once(tmp_path, classifi
     root, out = tmp_path / "lib", tmp_path / "out.csv"
     root.mkdir()
     with (
-        caplog.at_level("WARNING", logger="tagger.watch"),
+        caplog.at_level("WARNING", logger="tagger.daemon"),
         Running(root, out, classifier, poll=False, retries=2, retry_base_s=0.2, rescan_s=1.0),
     ):
         (root / "bad.mp4").write_bytes(b"\x00" * 4096)

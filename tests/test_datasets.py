@@ -1,4 +1,4 @@
-"""Tests for tagger.datasets: folder layouts, the leak-free auto split, saved splits, checks."""
+"""Tests for tagger.training.datasets: folder layouts, the leak-free auto split, saved splits, checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tagger.datasets import (
+from tagger.records import DecodeError, TaggerError, VideoInfo
+from tagger.training.datasets import (
     SPLITS,
     CheckResult,
     Dataset,
@@ -22,7 +23,6 @@ from tagger.datasets import (
     load_split,
     save_split,
 )
-from tagger.records import DecodeError, TaggerError, VideoInfo
 
 from .conftest import write_video
 

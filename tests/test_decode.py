@@ -18,9 +18,9 @@ import av
 import numpy as np
 import pytest
 
-import tagger.decode as decode_mod
-from tagger import sampling
-from tagger.decode import DecodeJob, decode_clips, probe, run_job
+import tagger.clips.decode as decode_mod
+from tagger.clips import sampling
+from tagger.clips.decode import DecodeJob, decode_clips, probe, run_job
 from tagger.records import DecodeError, VideoTooLargeError
 
 BITS = 8

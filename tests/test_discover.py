@@ -1,4 +1,4 @@
-"""Tests for tagger.discover: order, filters, symlinks, special files and dedupe."""
+"""Tests for tagger.sources.discover: order, filters, symlinks, special files and dedupe."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tagger.discover import VIDEO_SUFFIXES, discover, walk_folder, walk_order
-from tagger.filters import TEMP_PATTERNS, Confinement, VideoFilter
 from tagger.records import VideoFile
+from tagger.sources.discover import VIDEO_SUFFIXES, discover, walk_folder, walk_order
+from tagger.sources.filters import TEMP_PATTERNS, Confinement, VideoFilter
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def found(*args: object, **kwargs: object) -> list[str]:
 
 
 def skip_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "tagger.discover"]
+    return [r.getMessage() for r in caplog.records if r.name == "tagger.sources.discover"]
 
 
 def test_recursive_walk_sorted_by_name_with_folders_interleaved() -> None:
@@ -87,7 +87,7 @@ def test_suffix_match_is_case_insensitive() -> None:
 
 
 def test_non_video_files_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="tagger.discover")
+    caplog.set_level(logging.INFO, logger="tagger.sources.discover")
     for p in ["v/a.mp4", "v/notes.txt", "v/cover.jpg", "v/README", "v/b.mp4.part", "v/mp4"]:
         touch(p)
     assert found(["v"]) == ["v/a.mp4"]
@@ -201,7 +201,7 @@ def test_symlink_into_another_given_root_is_followed() -> None:
 
 
 def test_symlinks_outside_roots_are_skipped(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="tagger.discover")
+    caplog.set_level(logging.INFO, logger="tagger.sources.discover")
     touch("v/ok.mp4")
     touch("outside/secret.mp4")
     touch("v2/near.mp4")
@@ -218,7 +218,7 @@ def test_symlinks_outside_roots_are_skipped(caplog: pytest.LogCaptureFixture) ->
 def test_symlink_loops_terminate_and_yield_each_file_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tagger.discover")
+    caplog.set_level(logging.INFO, logger="tagger.sources.discover")
     touch("v/a.mp4")
     touch("v/sub/b.mp4")
     os.symlink("..", "v/sub/up")
@@ -239,7 +239,7 @@ def test_symlink_to_sibling_folder_walked_once() -> None:
 
 
 def test_broken_symlink_skipped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="tagger.discover")
+    caplog.set_level(logging.INFO, logger="tagger.sources.discover")
     touch("v/a.mp4")
     os.symlink("missing.mp4", "v/dead.mp4")
     assert found(["v"]) == ["v/a.mp4"]
@@ -249,7 +249,7 @@ def test_broken_symlink_skipped_and_logged(caplog: pytest.LogCaptureFixture) -> 
 def test_unreadable_folder_skipped_and_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tagger.discover")
+    caplog.set_level(logging.INFO, logger="tagger.sources.discover")
     touch("v/a.mp4")
     touch("v/locked/b.mp4")
     touch("v/z.mp4")
@@ -281,7 +281,7 @@ def test_overlapping_roots_and_hard_links_yield_each_file_once() -> None:
 def test_fifo_is_skipped_without_being_opened(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tagger.discover")
+    caplog.set_level(logging.INFO, logger="tagger.sources.discover")
     touch("v/a.mp4")
     os.mkfifo("v/pipe.mp4")
 
@@ -302,7 +302,7 @@ def test_fifo_is_skipped_without_being_opened(
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX sockets")
 def test_unix_socket_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="tagger.discover")
+    caplog.set_level(logging.INFO, logger="tagger.sources.discover")
     touch("v/a.mp4")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:

@@ -1,4 +1,4 @@
-"""Tests for tagger.filters: which relative paths are videos, and where symlinks may lead."""
+"""Tests for tagger.sources.filters: which relative paths are videos, and where symlinks may lead."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tagger.filters import TEMP_PATTERNS, VIDEO_SUFFIXES, Confinement, VideoFilter, is_temporary
+from tagger.sources.filters import TEMP_PATTERNS, VIDEO_SUFFIXES, Confinement, VideoFilter, is_temporary
 
 
 def test_default_filter_takes_video_suffixes_in_any_case_and_skips_dot_names() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tagger import pipeline
-from tagger.decode import DecodeJob, run_job
+from tagger.clips.decode import DecodeJob, run_job
 from tagger.pipeline import Decoder, TagOptions, default_workers, make_job, tag, top_tags
 from tagger.records import DecodeError
 

@@ -1,4 +1,4 @@
-"""Tests for tagger.report: exact metrics, terminal table, report files, atomic PNG writes."""
+"""Tests for tagger.training.report: exact metrics, terminal table, report files, atomic PNG writes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tagger.records import OutputError, TaggerError
-from tagger.report import (
+from tagger.training.report import (
     ClassMetrics,
     Report,
     _curve_points,

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tagger.sampling import (
+from tagger.clips.sampling import (
     DEFAULT_STRIDE,
     MAX_AUTO_CLIPS,
     auto_clip_count,

@@ -13,10 +13,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tagger import datasets
 from tagger.cli import cli
-from tagger.synth import make_dataset
-from tagger.train import ClipDataset, random_crop
+from tagger.demo.synth import make_dataset
+from tagger.training import datasets
+from tagger.training.train import ClipDataset, random_crop
 from tagger.transforms import Preprocessing
 
 from .conftest import write_video

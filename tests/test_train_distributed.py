@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tagger.synth import make_dataset
-from tagger.train import evaluate, labeled_videos
+from tagger.demo.synth import make_dataset
+from tagger.training.train import evaluate, labeled_videos
 
 from .conftest import ROOT
 

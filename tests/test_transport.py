@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagger import transport
-from tagger.decode import run_job
+from tagger.clips import transport
+from tagger.clips.decode import run_job
 from tagger.pipeline import Decoder, TagOptions, make_job, tag
 from tagger.records import Clip, VideoInfo
 

@@ -1,4 +1,4 @@
-"""Tests for tagger.watch: settling, temp names, moves, deletions, rescans, symlinks, unavailable
+"""Tests for tagger.sources.watch: settling, temp names, moves, deletions, rescans, symlinks, unavailable
 and remounted roots, and files that never open.
 
 Each test drives a real observer (inotify, and polling) by consuming ``events()`` in the test
@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from watchdog.observers.polling import PollingObserverVFS
 
-from tagger import watch
-from tagger.discover import discover
 from tagger.records import VideoFile
-from tagger.watch import Deleted, Event, Moved, Settled, Watcher, is_temporary, network_filesystem
+from tagger.sources import watch
+from tagger.sources.discover import discover
+from tagger.sources.watch import Deleted, Event, Moved, Settled, Watcher, is_temporary, network_filesystem
 
 SETTLE = 0.3
 TICK = 0.05
@@ -238,7 +238,7 @@ def test_empty_file_that_stays_empty_is_handed_on_to_fail(
     stream = streams([tmp_path])
     stream.started()
     empty = tmp_path / "empty.mp4"
-    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+    with caplog.at_level(logging.INFO, logger="tagger.sources.watch"):
         empty.touch()
         stream.until(has_settled(empty))
     assert [e.file.size for e in stream.got if isinstance(e, Settled)] == [0]
@@ -486,7 +486,7 @@ def test_symlinks_leading_outside_the_roots_are_not_followed(
     # Short rescans: the periodic scan must not follow them either.
     stream = streams([root], rescan_s=0.2)
     stream.started()
-    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+    with caplog.at_level(logging.INFO, logger="tagger.sources.watch"):
         (root / "leak.mp4").symlink_to(secret)
         (root / "leakdir").symlink_to(outside)
         (staging / "moved.mp4").symlink_to(secret)
@@ -561,7 +561,7 @@ def test_removed_root_reports_nothing_deleted(
     store.add(b)
     stream = streams([share, local], store=store, rescan_s=0.2)
     stream.started()
-    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+    with caplog.at_level(logging.INFO, logger="tagger.sources.watch"):
         shutil.rmtree(share)
         b.unlink()
         stream.until(lambda got: deleted(got) == [str(b)])
@@ -583,7 +583,7 @@ def test_empty_root_with_known_videos_is_held_until_it_has_content(
     share.mkdir()
     store = Store()
     store.rows[str(share / "a.mp4")] = (1, 1)
-    with caplog.at_level(logging.WARNING, logger="tagger.watch"):
+    with caplog.at_level(logging.WARNING, logger="tagger.sources.watch"):
         stream = streams([share], store=store, rescan_s=0.2)
         stream.run_for(1.0)
     assert stream.got == []
@@ -629,7 +629,7 @@ def test_root_remounted_on_another_device_is_back(
     devices[str(share)] = (dev, str(share))  # a mount point of its own
     stream = streams([share], rescan_s=600)
     stream.until(has_settled(a))
-    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+    with caplog.at_level(logging.INFO, logger="tagger.sources.watch"):
         # Unmounted: the folder beneath shows, on the parent's device and mount, and even
         # what was written into it meanwhile does not make it the root.
         devices[str(share)] = (dev + 1, str(tmp_path))
@@ -678,7 +678,7 @@ def test_device_change_while_up_watches_again_and_rescans(
     # Unmounted and mounted again between two looks. With every event dropped and no rescan
     # due for minutes, only the rescan for the new device finds b.
     b = write(share / "b.mp4")
-    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+    with caplog.at_level(logging.INFO, logger="tagger.sources.watch"):
         devices[str(share)] = (dev + 1, str(share))
         stream.until(has_settled(b))
     assert watched == [str(share), str(share)]
@@ -733,7 +733,7 @@ def test_settled_file_that_stays_unreadable_is_handed_on_once(
     monkeypatch.setattr(watch, "_read_error", lambda p: "Permission denied" if p == str(locked) else real(p))
     stream = streams([tmp_path])
     stream.started()
-    with caplog.at_level(logging.DEBUG, logger="tagger.watch"):
+    with caplog.at_level(logging.DEBUG, logger="tagger.sources.watch"):
         write(locked)
         ok = write(tmp_path / "ok.mp4")
         stream.until(has_settled(locked, ok))
@@ -755,7 +755,7 @@ def test_a_lock_that_lifts_settles_without_a_note(
     monkeypatch.setattr(watch, "_read_error", lambda p: next(refusals, None) if p == str(target) else real(p))
     stream = streams([tmp_path])
     stream.started()
-    with caplog.at_level(logging.INFO, logger="tagger.watch"):
+    with caplog.at_level(logging.INFO, logger="tagger.sources.watch"):
         write(target)
         stream.until(has_settled(target))
     assert next(refusals, "used") == "used"  # it was refused once
@@ -825,7 +825,7 @@ def test_network_root_is_polled(
             polling.append(self)
 
     monkeypatch.setattr(watch, "PollingObserverVFS", Recorded)
-    with caplog.at_level(logging.WARNING, logger="tagger.watch"):
+    with caplog.at_level(logging.WARNING, logger="tagger.sources.watch"):
         watcher = Watcher([str(nas), str(disk)], settle_s=SETTLE, tick_s=TICK, poll_interval_s=0.1)
     assert watcher.polled_roots == (str(nas),)
     [record] = caplog.records

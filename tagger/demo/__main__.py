@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from tagger.synth import make_dataset
+from tagger.demo.synth import make_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str) -> None:

@@ -1,7 +1,7 @@
 """Find the video files under the paths given on the command line, in a stable order.
 
 Only ``stat``/``scandir`` are used, never ``open``, so FIFOs and devices cannot block the walk.
-Which names count, and where symlinks may lead, is ``tagger.filters``' rule.
+Which names count, and where symlinks may lead, is ``tagger.sources.filters``' rule.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 import stat
 from collections.abc import Collection, Iterator, Sequence
 
-from tagger.filters import VIDEO_SUFFIXES, Confinement, VideoFilter
 from tagger.records import VideoFile
+from tagger.sources.filters import VIDEO_SUFFIXES, Confinement, VideoFilter
 
 __all__ = ["VIDEO_SUFFIXES", "discover", "walk_folder", "walk_order"]
 

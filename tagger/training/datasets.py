@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tagger import decode
-from tagger.discover import discover
+from tagger.clips import decode
+from tagger.clips.sampling import clip_span
 from tagger.records import DecodeError, TaggerError, VideoInfo
-from tagger.sampling import clip_span
 from tagger.sinks import atomic_open
+from tagger.sources.discover import discover
 
 __all__ = [
     "SPLITS",

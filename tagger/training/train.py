@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from tagger import datasets, sampling
 from tagger.classify import CLIP_PLAN_FILE, load_spec, model_load_error
-from tagger.decode import DecodeJob, run_job
+from tagger.clips import sampling
+from tagger.clips.decode import DecodeJob, run_job
 from tagger.records import TaggerError
 from tagger.sinks import atomic_open
+from tagger.training import datasets
 from tagger.transforms import Preprocessing, to_model_input
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ def _save_and_report(
     """Save the best epoch with what tagging needs to cut the same clips, then report on test/."""
     from transformers import AutoModelForVideoClassification
 
-    from tagger import report as reporting
+    from tagger.training import report as reporting
 
     out = Path(settings.out)
     # 3. Save the best epoch, not the last one that Trainer holds. It is reloaded here only:
@@ -338,7 +339,7 @@ def _save_and_report(
 
 def labeled_videos(folder: str | Path) -> list[datasets.LabeledVideo]:
     """Videos of one split folder (``<folder>/<Class>/*``), labeled by their class folder."""
-    from tagger.discover import discover
+    from tagger.sources.discover import discover
 
     root = Path(folder)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -366,7 +367,7 @@ def evaluate(
     """
     from tagger.classify import load_classifier
     from tagger.pipeline import TagOptions, tag
-    from tagger.report import evaluate_predictions
+    from tagger.training.report import evaluate_predictions
 
     classifier = load_classifier(model, device=device)
     unknown = sorted({v.label for v in videos} - set(classifier.labels))

@@ -1,7 +1,7 @@
 """Turn filesystem activity under watched folders into settled videos, moves and deletions.
 
 Nothing here tags or stores anything: :class:`Watcher` asks its caller what is done and known.
-Which paths are videos, and where symlinks may lead, is ``tagger.filters``' rule, as in scans.
+Which paths are videos, and where symlinks may lead, is ``tagger.sources.filters``' rule, as in scans.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserverVFS
 
-from tagger.discover import discover, walk_folder, walk_order
-from tagger.filters import TEMP_PATTERNS, Confinement, VideoFilter, is_temporary
-from tagger.mounts import network_filesystem
 from tagger.records import VideoFile
+from tagger.sources.discover import discover, walk_folder, walk_order
+from tagger.sources.filters import TEMP_PATTERNS, Confinement, VideoFilter, is_temporary
+from tagger.sources.mounts import network_filesystem
 
 __all__ = [
     "TEMP_PATTERNS",

@@ -26,7 +26,7 @@ from multiprocessing import resource_tracker
 
 import numpy as np
 
-from tagger.decode import DecodeJob
+from tagger.clips.decode import DecodeJob
 from tagger.records import Clip, VideoInfo
 
 Decoded = tuple[VideoInfo, list[Clip]]

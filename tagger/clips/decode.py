@@ -16,7 +16,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from tagger import sampling
+from tagger.clips import sampling
 from tagger.records import Clip, DecodeError, VideoInfo, VideoTooLargeError
 
 #: 8K (7680x4320) and a little more: larger frames are refused before decoding.

@@ -1,0 +1,1 @@
+"""The `make demo` job (``python -m tagger.demo``) and its synthetic dataset."""

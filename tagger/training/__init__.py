@@ -1,0 +1,1 @@
+"""Fine-tuning on UCF101-layout folders: datasets and their checks, the Trainer wiring, reports."""
