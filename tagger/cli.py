@@ -43,8 +43,8 @@ def _writable_file(ctx: click.Context, param: click.Parameter, value: str | None
     """A file vidtag will create: its folder must exist and take new files (checked for real)."""
     if value is None or value == "-":
         return value
+    from tagger.fsutil import check_writable
     from tagger.names import display
-    from tagger.sinks import check_writable
 
     folder = os.path.dirname(os.path.abspath(value))
     if not os.path.isdir(folder):
@@ -180,7 +180,7 @@ def _daemon_log(verbose: int, log_file: str | None, stop: Any) -> list[TaggerErr
     and a daemon nobody hears. Returns the list the fault lands in."""
     from logging.handlers import WatchedFileHandler
 
-    from tagger.sinks import cannot_write
+    from tagger.fsutil import cannot_write
 
     if log_file is not None:
         try:

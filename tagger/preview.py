@@ -6,8 +6,8 @@ import torch
 
 from tagger.classify import load_spec
 from tagger.clips.decode import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, run_job
+from tagger.fsutil import atomic_open
 from tagger.pipeline import TagOptions, make_job
-from tagger.sinks import atomic_open
 from tagger.transforms import to_display, to_model_input
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from tagger import classify, sinks
+from tagger import classify, fsutil
 from tagger import state as state_module
 from tagger.cli import cli
 
@@ -262,14 +262,14 @@ def read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     if real:
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, timeout=30)
     else:
-        inner = sinks.tempfile.mkstemp
+        inner = fsutil.tempfile.mkstemp
 
         def mkstemp(*args: Any, dir: Any = None, **kwargs: Any) -> Any:
             if dir is not None and Path(dir) == folder:
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS))
             return inner(*args, dir=dir, **kwargs)
 
-        monkeypatch.setattr(sinks.tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(fsutil.tempfile, "mkstemp", mkstemp)
     try:
         yield folder
     finally:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tagger.fsutil import atomic_open
 from tagger.names import display, is_utf8, json_text
 from tagger.records import OutputError, Tag, VideoFile, VideoResult
-from tagger.sinks import Appender, atomic_open, sidecar_path, write_sidecar, write_table
+from tagger.sinks import Appender, sidecar_path, write_sidecar, write_table
 from tagger.state import StateStore
 
 LATIN1 = os.fsdecode(b"caf\xe9.mp4")  # what os.listdir gives for a Latin-1 name

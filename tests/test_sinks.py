@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from tagger.fsutil import atomic_open
 from tagger.records import FIELDS, OutputError, Tag, VideoResult
 from tagger.sinks import (
     SIDECAR_SUFFIX,
     TABLE_FORMATS,
-    atomic_open,
     sidecar_path,
     table_format,
     write_sidecar,

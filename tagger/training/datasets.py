@@ -18,8 +18,8 @@ from typing import Any
 
 from tagger.clips import decode
 from tagger.clips.sampling import clip_span
+from tagger.fsutil import atomic_open
 from tagger.records import DecodeError, TaggerError, VideoInfo
-from tagger.sinks import atomic_open
 from tagger.sources.discover import discover
 
 __all__ = [

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tagger.fsutil import atomic_open
 from tagger.records import OutputError, TaggerError
-from tagger.sinks import atomic_open
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -19,8 +19,8 @@ import torch
 from tagger.classify import CLIP_PLAN_FILE, load_spec, model_load_error
 from tagger.clips import sampling
 from tagger.clips.decode import DecodeJob, run_job
+from tagger.fsutil import atomic_open
 from tagger.records import TaggerError
-from tagger.sinks import atomic_open
 from tagger.training import datasets
 from tagger.transforms import Preprocessing, to_model_input
 
