@@ -21,6 +21,7 @@ import torch
 
 from tagger.clips import sampling
 from tagger.names import display, is_utf8
+from tagger.options import DEFAULT_MODEL
 from tagger.records import ModelLoadError, TaggerError
 from tagger.transforms import Preprocessing, to_model_input
 
@@ -29,10 +30,8 @@ log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 #: Built-in aliases, shipped as package data.
 REGISTRY = Path(__file__).resolve().parent / "registry.toml"
-DEFAULT_MODEL = "kinetics-400"
 #: Written next to a fine-tuned model: how its training clips were cut.
 CLIP_PLAN_FILE = "vidtag.json"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

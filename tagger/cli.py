@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from tagger import __version__
+from tagger import options as defaults
 from tagger.records import ModelLoadError, TaggerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,7 +98,7 @@ def model_option(f: F) -> F:
     return click.option(
         "-m",
         "--model",
-        default="kinetics-400",
+        default=defaults.DEFAULT_MODEL,
         show_default=True,
         envvar="VIDTAG_MODEL",
         help="Alias from tagger/registry.toml, Hugging Face hub id, or local model directory.",
@@ -107,7 +108,7 @@ def model_option(f: F) -> F:
 def inference_options(f: F) -> F:
     f = click.option(
         "--precision",
-        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        type=click.Choice(defaults.PRECISIONS),
         default="auto",
         show_default=True,
         help="auto: bf16 on CUDA and on CPUs with bf16 matrix units, else fp32.",
@@ -125,14 +126,14 @@ def clip_options(f: F) -> F:
     f = click.option(
         "--max-duration",
         type=click.FloatRange(min=1),
-        default=12 * 3600,
+        default=defaults.MAX_DURATION_S,
         show_default=True,
         help="Refuse videos longer than this many seconds.",
     )(f)
     f = click.option(
         "--max-pixels",
         type=click.IntRange(min=1),
-        default=8192 * 4320,
+        default=defaults.MAX_PIXELS,
         show_default=True,
         help="Refuse frames larger than this (width x height).",
     )(f)
@@ -234,7 +235,7 @@ def tagging_options(f: F) -> F:
             click.option(
                 "--top-k",
                 type=click.IntRange(min=1),
-                default=5,
+                default=defaults.TOP_K,
                 show_default=True,
                 help="Labels kept per video.",
             ),
@@ -259,7 +260,7 @@ def tagging_options(f: F) -> F:
             click.option(
                 "--timeout",
                 type=click.FloatRange(min=1),
-                default=120.0,
+                default=defaults.DECODE_TIMEOUT_S,
                 show_default=True,
                 help="Seconds allowed to decode one file.",
             ),

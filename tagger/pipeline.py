@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tagger.clips import transport
-from tagger.clips.decode import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, DecodeJob, ready, run_job
+from tagger.clips.decode import DecodeJob, ready, run_job
 from tagger.clips.transport import Decoded, Packed, discard, run_packed, unpack
+from tagger.options import DECODE_TIMEOUT_S, MAX_DURATION_S, MAX_PIXELS, TOP_K
 from tagger.records import DecodeError, Tag, VideoInfo, VideoResult
 
 if TYPE_CHECKING:
@@ -54,15 +55,15 @@ class TagOptions:
     clips: int | None = None
     #: 1 (centre crop) or 3 (both ends and the centre of the long side, averaged).
     crops: int = 1
-    top_k: int = 5
+    top_k: int = TOP_K
     threshold: float | None = None
     #: Clips per forward pass; None: the classifier's default for its device.
     batch_size: int | None = None
     #: Decode processes; None: ``default_workers`` for the model's device.
     workers: int | None = None
-    timeout_s: float = 120.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_duration_s: float = DEFAULT_MAX_DURATION_S
+    timeout_s: float = DECODE_TIMEOUT_S
+    max_pixels: int = MAX_PIXELS
+    max_duration_s: float = MAX_DURATION_S
 
 
 def make_job(path: str, prep: Preprocessing, stride: int, options: TagOptions) -> DecodeJob:
@@ -124,7 +125,7 @@ class Decoder:
     def __init__(
         self,
         workers: int,
-        timeout_s: float = 120.0,
+        timeout_s: float = DECODE_TIMEOUT_S,
         worker: Callable[[DecodeJob], Decoded] = run_job,
         shared_memory: bool = True,
     ) -> None:

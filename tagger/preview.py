@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from tagger.classify import load_spec
-from tagger.clips.decode import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_PIXELS, run_job
+from tagger.clips.decode import run_job
 from tagger.fsutil import atomic_open
+from tagger.options import MAX_DURATION_S, MAX_PIXELS
 from tagger.pipeline import TagOptions, make_job
 from tagger.transforms import to_display, to_model_input
 
@@ -16,8 +17,8 @@ def write_preview(
     gif_path: str,
     model: str,
     clips: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    max_pixels: int = MAX_PIXELS,
+    max_duration_s: float = MAX_DURATION_S,
 ) -> int:
     """Decode ``video``'s clips as tagging does, un-normalize them and write a GIF; returns clips."""
     spec = load_spec(model)

@@ -17,11 +17,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from tagger.clips import sampling
+from tagger.options import MAX_DURATION_S as DEFAULT_MAX_DURATION_S
+from tagger.options import MAX_PIXELS as DEFAULT_MAX_PIXELS
 from tagger.records import Clip, DecodeError, VideoInfo, VideoTooLargeError
 
-#: 8K (7680x4320) and a little more: larger frames are refused before decoding.
-DEFAULT_MAX_PIXELS = 8192 * 4320
-DEFAULT_MAX_DURATION_S = 12 * 3600.0
 #: Frame rates above this are container time bases, not frame rates (MKV/FLV report 1000).
 _MAX_PLAUSIBLE_FPS = 240.0
 #: The average rate raw elementary stream demuxers give every stream (their default).
