@@ -1,3 +1,40 @@
-"""vidtag: tag videos with what happens in them, using VideoMAE over the whole video."""
+"""vidtag: tag videos with what happens in them, using VideoMAE over the whole video.
+
+The front door for Python users. Names load on first use, so ``import tagger`` stays light
+(no torch): ``scan_videos`` runs what ``vidtag scan`` does; ``load_classifier`` and ``tag``
+are the two steps under it, for a caller with its own loop.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
+
+# ``scan_videos``, not ``scan``: the submodule ``tagger.scan`` would shadow that name.
+_EXPORTS = {
+    "scan_videos": ("tagger.scan", "run"),
+    "ScanSummary": ("tagger.scan", "ScanSummary"),
+    "load_classifier": ("tagger.classify", "load_classifier"),
+    "tag": ("tagger.pipeline", "tag"),
+    "TagOptions": ("tagger.pipeline", "TagOptions"),
+    "VideoFilter": ("tagger.sources.filters", "VideoFilter"),
+    "VideoResult": ("tagger.records", "VideoResult"),
+    "TaggerError": ("tagger.records", "TaggerError"),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tagger' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    value = getattr(import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -17,7 +17,7 @@ import click
 
 from tagger import __version__
 from tagger import options as defaults
-from tagger.records import ModelLoadError, TaggerError
+from tagger.records import InputError, TaggerError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,15 +83,6 @@ def state_options(f: F) -> F:
         help="SQLite file of finished videos [default: OUTPUT.vidtag.db on a local disk, "
         "else under $XDG_STATE_HOME/vidtag/].",
     )(f)
-
-
-def _locked(stack: Any, store: Any, output: str | None) -> None:
-    """One writer per output and per state file: claim both (refused with the holder's pid)."""
-    from tagger.state import hold_lock, release_lock
-
-    store.lock()
-    if output is not None and output != "-":
-        stack.callback(release_lock, hold_lock(output))
 
 
 def model_option(f: F) -> F:
@@ -214,7 +205,7 @@ def _daemon_log(verbose: int, log_file: str | None, stop: Any) -> list[TaggerErr
 
 
 def _fail(exc: TaggerError) -> click.ClickException:
-    if isinstance(exc, ModelLoadError):
+    if isinstance(exc, InputError):
         return UsageFailure(str(exc))
     return click.ClickException(str(exc))
 
@@ -314,50 +305,26 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
     Example:
       vidtag scan ./videos -o labels.csv
     """
-    from contextlib import ExitStack
-
     from tagger import progress
-    from tagger.classify import load_classifier, resolve_device
-    from tagger.pipeline import Decoder, default_workers
-    from tagger.scan import scan as run_scan
-    from tagger.sources.discover import discover
-    from tagger.state import StateStore, resolve_state_path
+    from tagger.scan import run
+    from tagger.sources.filters import VideoFilter
 
-    sidecar = params["sidecar"]
-    if output is None and not sidecar:
-        output = "-"
     try:
-        state = resolve_state_path(state, output, allow_network=params["allow_network_state"])
-    except TaggerError as exc:
-        raise UsageFailure(str(exc)) from None
-    files = list(
-        discover(paths, include=params["include"], exclude=params["exclude"], hidden=params["hidden"])
-    )
-    if not files:
-        click.echo(f"warning: no video files under {', '.join(paths)}", err=True)
-    options = _tag_options(params)
-    try:
-        workers = options.workers or default_workers(resolve_device(params["device"]).type)
-        with ExitStack() as stack:
-            store = stack.enter_context(StateStore(state))
-            _locked(stack, store, output)
-            # The decode processes start while the model loads.
-            decoder = stack.enter_context(Decoder(workers, options.timeout_s).start())
-            classifier = load_classifier(
-                params["model"], params["device"], params["precision"], compile=params["compile_model"]
-            )
-            with progress.Reporter(len(files)) as report:
-                summary = run_scan(
-                    files,
-                    classifier,
-                    store,
-                    options,
-                    output=output,
-                    sidecar=sidecar,
-                    force=force,
-                    on_result=report.update,
-                    decoder=decoder,
-                )
+        summary = run(
+            paths,
+            output,
+            model=params["model"],
+            device=params["device"],
+            precision=params["precision"],
+            compile=params["compile_model"],
+            options=_tag_options(params),
+            filter=VideoFilter(include=params["include"], exclude=params["exclude"], hidden=params["hidden"]),
+            state=state,
+            sidecar=params["sidecar"],
+            force=force,
+            allow_network_state=params["allow_network_state"],
+            reporter=progress.Reporter,
+        )
     except TaggerError as exc:
         raise _fail(exc) from None
     progress.print_summary(summary)
@@ -450,7 +417,7 @@ def watch(
     from tagger.classify import load_classifier
     from tagger.daemon import Daemon, WatchOptions
     from tagger.sinks import Appender
-    from tagger.state import StateStore, resolve_state_path
+    from tagger.state import StateStore, resolve_state_path, writer_locks
 
     if output is None and not params["sidecar"]:
         raise click.UsageError("nothing to write: give --output FILE and/or --sidecar")
@@ -470,7 +437,7 @@ def watch(
     try:
         with ExitStack() as stack:
             store = stack.enter_context(StateStore(state))
-            _locked(stack, store, output)
+            stack.enter_context(writer_locks(store, output))
             classifier = load_classifier(
                 params["model"], params["device"], params["precision"], compile=params["compile_model"]
             )

@@ -41,7 +41,11 @@ class DecodeTimeoutError(DecodeError):
     """Decoding one file took longer than the per-file timeout."""
 
 
-class ModelLoadError(TaggerError):
+class InputError(TaggerError):
+    """The user's input is wrong, though it parsed: the CLI exits 2 (a usage error)."""
+
+
+class ModelLoadError(InputError):
     """A model could not be found or loaded."""
 
 
@@ -56,6 +60,10 @@ class StorageError(OutputError):
 
 class StateError(TaggerError):
     """The SQLite state cannot be used: locked past the busy timeout, damaged, or its disk full."""
+
+
+class StatePathError(StateError, InputError):
+    """The state file would be somewhere it cannot work (a network share)."""
 
 
 @dataclass(frozen=True)

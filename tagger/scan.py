@@ -7,19 +7,30 @@ every video ends up in the output exactly once, whichever run tagged it.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tagger import __version__, sinks
-from tagger.pipeline import Decoder, TagOptions, tag
+from tagger.options import DEFAULT_MODEL
+from tagger.pipeline import Decoder, TagOptions, default_workers, tag
 from tagger.records import OutputError, StorageError, VideoFile, VideoResult
-from tagger.state import StateStore
+from tagger.sources.discover import discover
+from tagger.sources.filters import VideoFilter
+from tagger.state import StateStore, resolve_state_path, writer_locks
 
 if TYPE_CHECKING:
     from tagger.classify import Classifier
+
+log = logging.getLogger(__name__)
+
+#: Makes the progress shown during a run: called with the number of videos, it gives a
+#: context manager whose ``update(result, skipped)`` sees each video as it finishes.
+Reporter = Callable[[int], AbstractContextManager[object]]
 
 
 @dataclass
@@ -98,3 +109,55 @@ def scan(
     if output is not None:
         sinks.write_table(output, (r.row() for r in state.results(files, model)))
     return summary
+
+
+def run(
+    paths: Sequence[str],
+    output: str | None = None,
+    *,
+    model: str = DEFAULT_MODEL,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+    options: TagOptions | None = None,
+    filter: VideoFilter | None = None,
+    state: str | None = None,
+    sidecar: bool = False,
+    force: bool = False,
+    allow_network_state: bool = False,
+    reporter: Reporter | None = None,
+) -> ScanSummary:
+    """What ``vidtag scan`` does: find the videos under ``paths``, tag them and write ``output``.
+
+    ``output`` is a .csv, .jsonl or .parquet path, or ``-`` for CSV on stdout; with neither it
+    nor ``sidecar``, CSV goes to stdout. The state is ``state`` or the default next to the
+    output (see ``tagger.state.default_state_path``), locked for the run together with the
+    output. The decode processes start while the model loads.
+    """
+    from tagger.classify import load_classifier, resolve_device
+
+    if output is None and not sidecar:
+        output = "-"
+    state = resolve_state_path(state, output, allow_network=allow_network_state)
+    files = list(discover(paths, filter=filter or VideoFilter()))
+    if not files:
+        log.warning("no video files under %s", ", ".join(paths))
+    options = options or TagOptions()
+    workers = options.workers or default_workers(resolve_device(device).type)
+    with ExitStack() as stack:
+        store = stack.enter_context(StateStore(state))
+        stack.enter_context(writer_locks(store, output))
+        decoder = stack.enter_context(Decoder(workers, options.timeout_s).start())
+        classifier = load_classifier(model, device, precision, compile=compile)
+        report: Any = stack.enter_context(reporter(len(files))) if reporter else None
+        return scan(
+            files,
+            classifier,
+            store,
+            options,
+            output=output,
+            sidecar=sidecar,
+            force=force,
+            on_result=report.update if report is not None else None,
+            decoder=decoder,
+        )

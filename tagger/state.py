@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
 from tagger.names import display, is_utf8, json_text
-from tagger.records import StateError, TaggerError, VideoFile, VideoResult
+from tagger.records import StateError, StatePathError, TaggerError, VideoFile, VideoResult
 from tagger.sources.mounts import network_filesystem
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def resolve_state_path(
     folder = os.path.dirname(os.path.abspath(path))
     fstype = network_filesystem(folder)
     if fstype is not None and not allow_network:
-        raise StateError(
+        raise StatePathError(
             f"state database {display(path)} would be on a network file system ({fstype}), where "
             "SQLite's locks and WAL do not work; put --state on a local disk, or pass "
             "--allow-network-state if this share is known to support them"
@@ -254,6 +254,18 @@ def hold_lock(path: str) -> int:
 
 def release_lock(fd: int) -> None:
     os.close(fd)
+
+
+@contextmanager
+def writer_locks(store: StateStore, output: str | None) -> Iterator[None]:
+    """One writer per output and per state file: claim both for a run (scan or daemon)."""
+    store.lock()
+    fd = None if output is None or output == "-" else hold_lock(output)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            release_lock(fd)
 
 
 def _read_pid(fd: int) -> str:
