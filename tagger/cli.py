@@ -595,8 +595,7 @@ def finetune(data_dir: str, out: str, check_only: bool, **settings: Any) -> None
 
 @cli.command()
 @click.argument("split_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
-@model_option
-@click.option("--device", type=DeviceType(), default="auto", show_default=True)
+@inference_options
 @click.option(
     "--clips", type=click.IntRange(1, 64), default=1, show_default=True, help="Clips per video, averaged."
 )
@@ -621,6 +620,8 @@ def evaluate(
     split_dir: str,
     model: str,
     device: str,
+    precision: str,
+    compile_model: bool,
     clips: int,
     three_crop: bool,
     batch_size: int | None,
@@ -645,11 +646,12 @@ def evaluate(
             clips=clips,
             crops=3 if three_crop else 1,
             device=device,
+            precision=precision,
+            compile=compile_model,
             batch_size=batch_size,
         )
         click.echo(format_report(report))
         if out:
-            Path(out).mkdir(parents=True, exist_ok=True)
             for path in write_report(report, out, prefix=Path(split_dir).name or "eval"):
                 click.echo(f"wrote {path}", err=True)
     except TaggerError as exc:

@@ -234,7 +234,7 @@ def tag(
     paths: Iterable[str | None],
     classifier: Classifier,
     options: TagOptions | None = None,
-    decode: Callable[[DecodeJob], Decoded] = run_job,
+    worker: Callable[[DecodeJob], Decoded] = run_job,
     stop: threading.Event | None = None,
     decoder: Decoder | None = None,
 ) -> Iterator[VideoResult]:
@@ -244,8 +244,8 @@ def tag(
     new, which flushes clips waiting for a full batch. Once ``stop`` is set no new forward
     pass starts: the stream ends after the one under way, and files not finished by then
     yield nothing (a daemon must exit within its service manager's grace period).
-    ``decode`` runs in the worker processes; it must be a picklable top-level function. A
-    ``decoder`` given by the caller (already started, say) is used instead of ``decode``,
+    ``worker`` runs in the decode processes; it must be a picklable top-level function. A
+    ``decoder`` given by the caller (already started, say) is used instead of ``worker``,
     ``workers`` and ``timeout_s``, and left open.
     """
     options = options or TagOptions()
@@ -259,7 +259,7 @@ def tag(
     own_decoder = decoder is None
     if decoder is None:
         workers = options.workers or default_workers(classifier.device.type)
-        decoder = Decoder(workers, options.timeout_s, decode)
+        decoder = Decoder(workers, options.timeout_s, worker)
 
     def run_batch(size: int) -> Iterator[VideoResult]:
         items = [batch.popleft() for _ in range(min(size, len(batch)))]

@@ -96,7 +96,7 @@ def test_crash_and_hang_cost_one_file_each(video_factory, classifier):
     crash = str(video_factory(["green"] * 40, name="crash.mp4"))
     hang = str(video_factory(["green"] * 40, name="hang.mp4"))
     options = TagOptions(workers=2, timeout_s=3, top_k=1)
-    results = {r.path: r for r in tag([crash, hang, good], classifier, options, decode=crashing_decoder)}
+    results = {r.path: r for r in tag([crash, hang, good], classifier, options, worker=crashing_decoder)}
 
     assert set(results) == {good, crash, hang}
     assert results[good].ok and results[good].tags[0].label == "green"

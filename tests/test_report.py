@@ -247,9 +247,12 @@ def test_curve_points_use_epoch_else_step() -> None:
     assert series["eval accuracy"] == [(10.0, 0.5), (20.0, 0.8)]
 
 
-def test_missing_out_dir_raises(report: Report, tmp_path: Path) -> None:
-    with pytest.raises(OutputError):
-        write_report(report, tmp_path / "nope")
+def test_missing_out_dir_is_made_and_a_file_in_the_way_raises(report: Report, tmp_path: Path) -> None:
+    paths = write_report(report, tmp_path / "new" / "report")
+    assert paths and all(p.parent == tmp_path / "new" / "report" and p.is_file() for p in paths)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot make the report folder"):
+        write_report(report, tmp_path / "file")
 
 
 def _break_png_rendering(monkeypatch: pytest.MonkeyPatch, folder: Path) -> list[str]:

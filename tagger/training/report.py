@@ -301,8 +301,10 @@ def write_report(
     """Write the report's JSON, CSVs and confusion PNG (and ``training_curve.png`` from a
     Trainer's ``state.log_history`` when it has points) into ``out_dir``; return their paths."""
     out = Path(out_dir)
-    if not out.is_dir():
-        raise OutputError(f"report folder {str(out)!r} does not exist or is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot make the report folder {str(out)!r}: {e.strerror or e}") from e
     json_path = out / f"{prefix}_report.json"
     per_class_path = out / f"{prefix}_per_class.csv"
     confusion_csv_path = out / f"{prefix}_confusion.csv"

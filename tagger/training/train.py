@@ -359,6 +359,8 @@ def evaluate(
     crops: int = 1,
     device: str = "auto",
     batch_size: int | None = None,
+    precision: str = "auto",
+    compile: bool = False,
 ) -> Any:
     """Accuracy and per-class metrics of ``model`` on labeled videos, through the tagging pipeline.
 
@@ -369,7 +371,7 @@ def evaluate(
     from tagger.pipeline import TagOptions, tag
     from tagger.training.report import evaluate_predictions
 
-    classifier = load_classifier(model, device=device)
+    classifier = load_classifier(model, device=device, precision=precision, compile=compile)
     unknown = sorted({v.label for v in videos} - set(classifier.labels))
     if unknown:
         raise TaggerError(
