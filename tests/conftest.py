@@ -137,6 +137,22 @@ def classifier(tiny_model: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def model_load_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """``load_classifier`` replaced by one that records its arguments, then refuses (exit 2)."""
+    from tagger import classify
+    from tagger.records import ModelLoadError
+
+    seen: dict[str, object] = {}
+
+    def refuse(model, device="auto", precision="auto", compile=False):  # type: ignore[no-untyped-def]
+        seen.update(model=model, device=device, precision=precision, compile=compile)
+        raise ModelLoadError("stop here")
+
+    monkeypatch.setattr(classify, "load_classifier", refuse)
+    return seen
+
+
+@pytest.fixture
 def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real test videos not present at {REAL_DATA}")

@@ -319,20 +319,10 @@ def test_empty_folder_writes_an_empty_table_and_says_so(tmp_path, tiny_model):
     assert out.read_text().splitlines() == [",".join(FIELDS)]
 
 
-def test_evaluate_takes_the_inference_options_scan_has(tmp_path, monkeypatch):
-    from tagger import classify
-    from tagger.records import ModelLoadError
-
-    seen = {}
-
-    def refuse(model, device="auto", precision="auto", compile=False):  # type: ignore[no-untyped-def]
-        seen.update(model=model, device=device, precision=precision, compile=compile)
-        raise ModelLoadError("stop here")
-
-    monkeypatch.setattr(classify, "load_classifier", refuse)
+def test_evaluate_takes_the_inference_options_scan_has(tmp_path, model_load_spy):
     (tmp_path / "split" / "red").mkdir(parents=True)
     (tmp_path / "split" / "red" / "a.mp4").write_bytes(b"x")
     args = ["evaluate", str(tmp_path / "split"), "-m", "some-model", "--device", "cpu"]
     done = CliRunner().invoke(cli, [*args, "--precision", "fp32", "--compile"])
     assert done.exit_code == 2 and "stop here" in done.output
-    assert seen == {"model": "some-model", "device": "cpu", "precision": "fp32", "compile": True}
+    assert model_load_spy == {"model": "some-model", "device": "cpu", "precision": "fp32", "compile": True}

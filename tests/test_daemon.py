@@ -321,23 +321,14 @@ def test_watch_usage_errors(tmp_path, tiny_model):
     assert nothing.exit_code == 2 and "--output" in nothing.output
 
 
-def test_watch_passes_the_inference_options_to_the_model(tmp_path, monkeypatch):
+def test_watch_passes_the_inference_options_to_the_model(tmp_path, model_load_spy):
     from click.testing import CliRunner
 
-    from tagger import classify
     from tagger.cli import cli
-    from tagger.records import ModelLoadError
 
-    seen = {}
-
-    def refuse(model, device="auto", precision="auto", compile=False):  # type: ignore[no-untyped-def]
-        seen.update(model=model, device=device, precision=precision, compile=compile)
-        raise ModelLoadError("stop here")
-
-    monkeypatch.setattr(classify, "load_classifier", refuse)
     root = tmp_path / "lib"
     root.mkdir()
     args = ["watch", str(root), "-o", str(tmp_path / "out.csv"), "-m", "some-model"]
     done = CliRunner().invoke(cli, [*args, "--device", "cpu", "--precision", "fp32", "--compile"])
     assert done.exit_code == 2 and "stop here" in done.output
-    assert seen == {"model": "some-model", "device": "cpu", "precision": "fp32", "compile": True}
+    assert model_load_spy == {"model": "some-model", "device": "cpu", "precision": "fp32", "compile": True}
