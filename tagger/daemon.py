@@ -16,9 +16,9 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tagger import __version__, sinks
+from tagger import sinks
 from tagger.pipeline import TagOptions, tag
-from tagger.records import OutputError, StorageError, VideoFile, VideoResult
+from tagger.records import VideoFile, VideoResult
 from tagger.sources.watch import Deleted, Moved, Settled, Watcher
 from tagger.state import StateStore
 
@@ -178,12 +178,9 @@ class Daemon:
         if self.output is not None:
             self.output.write(result.row())
         if self.sidecar and result.status in ("ok", "error"):
-            try:
-                sinks.write_sidecar(result, {"version": __version__})
-            except StorageError:
-                raise  # the disk, not this file: the daemon stops and says so
-            except OutputError as exc:
-                log.warning("%s", exc)
+            reason = sinks.emit_sidecar(result)
+            if reason is not None:
+                log.warning("%s", reason)
         self.store.mark_emitted(path, self.model)
 
     def _moved(self, event: Moved) -> None:

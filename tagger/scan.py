@@ -15,10 +15,10 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tagger import __version__, sinks
+from tagger import sinks
 from tagger.options import DEFAULT_MODEL
 from tagger.pipeline import Decoder, TagOptions, default_workers, tag
-from tagger.records import OutputError, StorageError, VideoFile, VideoResult
+from tagger.records import VideoFile, VideoResult
 from tagger.sources.discover import discover
 from tagger.sources.filters import VideoFilter
 from tagger.state import StateStore, resolve_state_path, writer_locks
@@ -78,15 +78,10 @@ def scan(
     def finish(result: VideoResult, skipped: bool) -> None:
         if not result.ok:
             summary.failed.append(result)
-        if sidecar:
-            try:
-                path = sinks.sidecar_path(result.path)
-                if not (skipped and os.path.isfile(path)):
-                    sinks.write_sidecar(result, {"version": __version__})
-            except StorageError:
-                raise  # the disk, not this file: every later sidecar would fail too
-            except OutputError as exc:
-                summary.sidecar_errors.append(str(exc))
+        if sidecar and not (skipped and os.path.isfile(sinks.sidecar_path(result.path))):
+            reason = sinks.emit_sidecar(result)
+            if reason is not None:
+                summary.sidecar_errors.append(reason)
         if on_result:
             on_result(result, skipped)
 

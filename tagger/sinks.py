@@ -20,9 +20,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from tagger import __version__
 from tagger.fsutil import atomic_open, cannot_write
 from tagger.names import display, is_utf8, json_text
-from tagger.records import FIELDS, OutputError, VideoResult
+from tagger.records import FIELDS, OutputError, StorageError, VideoResult
 
 TABLE_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
 SIDECAR_SUFFIX = ".vidtag.json"
@@ -172,7 +173,7 @@ def write_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> s
     reason = _foreign_reason(path)
     if reason is not None:
         raise OutputError(
-            f"{path!r} already exists and {reason}; vidtag will not overwrite a file it did not write"
+            f"{display(path)} already exists and {reason}; vidtag will not overwrite a file it did not write"
         )
     doc: dict[str, Any] = {"generator": _GENERATOR, **result.row()}
     doc["tags"] = [{"label": t.label, "score": round(t.score, 6)} for t in result.tags]
@@ -184,6 +185,22 @@ def write_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> s
         f.write(json_text(doc, indent=2))
         f.write("\n")
     return path
+
+
+def emit_sidecar(result: VideoResult) -> str | None:
+    """Write the sidecar of ``result`` (with vidtag's version); None, or why this file has none.
+
+    A reason of this one file (a foreign file in the way, a name too long) is returned, and the
+    run goes on; a fault of the disk (``StorageError``) is raised, as every later sidecar would
+    fail the same way.
+    """
+    try:
+        write_sidecar(result, {"version": __version__})
+    except StorageError:
+        raise
+    except OutputError as exc:
+        return str(exc)
+    return None
 
 
 def remove_sidecar(video_path: str) -> bool:
