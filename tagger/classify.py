@@ -56,28 +56,34 @@ def resolve_model(ref: str) -> ModelRef:
     """Turn ``--model`` into a local directory or hub id; an alias wins over a hub id."""
     path = Path(ref).expanduser()
     if path.is_dir():
-        if not is_utf8(str(path.resolve())):
-            # safetensors opens files by UTF-8 path only; renaming is the one fix.
-            raise ModelLoadError(
-                f"the path of model directory {display(ref)} is not valid UTF-8, which the "
-                "safetensors loader cannot open: rename it (or link it under a UTF-8 name)"
-            )
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{ref} is a directory but has no config.json: not a model directory")
-        return ModelRef(ref, str(path), True)
+            raise ModelLoadError(
+                f"{display(ref)} is a directory but has no config.json: not a model directory"
+            )
+        return _local(ref, path)
     known = aliases()
     if ref in known:
         target = known[ref]
         local = MODELS_DIR / target
         if local.is_dir():
-            return ModelRef(ref, str(local), True)
+            return _local(ref, local)
         return ModelRef(ref, target, False)
     if (MODELS_DIR / ref / "config.json").is_file():
-        return ModelRef(ref, str(MODELS_DIR / ref), True)
+        return _local(ref, MODELS_DIR / ref)
     # Hub ids are "name" or "org/name"; anything else that names no directory is a typo.
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise ModelLoadError(f"model directory {ref} does not exist")
     return ModelRef(ref, ref, False)
+
+
+def _local(ref: str, folder: Path) -> ModelRef:
+    # safetensors opens files by UTF-8 path only; renaming is the one fix.
+    if not is_utf8(str(folder.resolve())):
+        raise ModelLoadError(
+            f"the path of model directory {display(ref)} is not valid UTF-8, which the "
+            "safetensors loader cannot open: rename it (or link it under a UTF-8 name)"
+        )
+    return ModelRef(ref, str(folder), True)
 
 
 def model_load_error(ref: ModelRef, exc: Exception) -> ModelLoadError:
@@ -207,9 +213,8 @@ class Classifier:
 
     @property
     def id(self) -> str:
-        """Model name and weights hash, as written in the ``model`` column (and a state key,
-        which must be text: a model folder whose name is not UTF-8 is written with escapes)."""
-        return f"{display(self.name)}@{self.fingerprint}"
+        """Model name and weights hash, as written in the ``model`` column."""
+        return f"{self.name}@{self.fingerprint}"
 
     def stack(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """Clips into one batch array, reused from call to call (page-locked on CUDA).

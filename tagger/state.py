@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,14 +207,23 @@ def _adopt_legacy(legacy: str, path: str) -> None:
     """
     if os.path.exists(path) or not os.path.isfile(legacy):
         return
+    # Copied beside, then renamed: a copy cut short must not pass for the state next time.
+    partial = f"{path}.{os.getpid()}.partial"
     try:
-        source, target = sqlite3.connect(legacy), sqlite3.connect(path)
+        source, target = sqlite3.connect(legacy), sqlite3.connect(partial)
         try:
             source.backup(target)
         finally:
             source.close()
             target.close()
-    except sqlite3.Error as e:
+        os.replace(partial, path)
+    except (sqlite3.Error, OSError) as e:
+        with suppress(OSError):
+            os.unlink(partial)
+        if isinstance(e, OSError):
+            raise StateError(
+                f"cannot copy the state {display(legacy)} to {display(path)}: {e.strerror or e}"
+            ) from e
         raise state_error(legacy, e) from e
     log.warning("copied the state of an earlier vidtag from %s to %s", display(legacy), display(path))
 
@@ -368,7 +377,6 @@ class StateStore:
         result = _parse(status, row)
         return None if result is None else (status, result)
 
-    @_guarded
     def lookup(self, file: VideoFile, model: str) -> VideoResult | None:
         """The stored result if ``file`` is unchanged since ``model`` tagged it successfully."""
         found = self._fetch(file, model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["network_filesystem"]
+__all__ = ["mount_point", "network_filesystem"]
 
 # Filesystems whose changes made by other machines never reach this kernel's inotify.
 _NETWORK_FSTYPES = frozenset(
@@ -63,3 +63,17 @@ def network_filesystem(path: str, mounts_file: str = "/proc/mounts") -> str | No
     if best_type in _NETWORK_FSTYPES or best_type.startswith("fuse."):
         return best_type
     return None
+
+
+def mount_point(path: str) -> str:
+    """Where the filesystem holding ``path`` is mounted: its highest ancestor on that device."""
+    current = os.path.realpath(path)
+    try:
+        dev = os.stat(current).st_dev
+        while True:
+            parent = os.path.dirname(current)
+            if parent == current or os.stat(parent).st_dev != dev:
+                return current
+            current = parent
+    except OSError:
+        return current

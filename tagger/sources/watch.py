@@ -41,7 +41,7 @@ from watchdog.observers.polling import PollingObserverVFS
 from tagger.records import VideoFile
 from tagger.sources.discover import discover, walk_folder, walk_order
 from tagger.sources.filters import TEMP_PATTERNS, Confinement, VideoFilter, is_temporary
-from tagger.sources.mounts import network_filesystem
+from tagger.sources.mounts import mount_point, network_filesystem
 
 __all__ = [
     "TEMP_PATTERNS",
@@ -318,7 +318,7 @@ class _Session:
             return True, False
         if root in self.held and _empty(root):
             return False, False
-        mount = _mount_point(root)
+        mount = mount_point(root)
         if known is not None and len(mount) < len(self.mount[root]):
             return False, False
         self.dev[root], self.mount[root] = dev, mount
@@ -776,20 +776,6 @@ def _read_error(path: str) -> str | None:
 def _device(path: str) -> int:
     """The device ``path`` is on; raises ``OSError`` when it cannot be stat'ed."""
     return os.stat(path).st_dev
-
-
-def _mount_point(path: str) -> str:
-    """Where the filesystem holding ``path`` is mounted: its highest ancestor on that device."""
-    current = os.path.realpath(path)
-    try:
-        dev = os.stat(current).st_dev
-        while True:
-            parent = os.path.dirname(current)
-            if parent == current or os.stat(parent).st_dev != dev:
-                return current
-            current = parent
-    except OSError:
-        return current
 
 
 def _empty(folder: str) -> bool:
