@@ -360,3 +360,30 @@ def test_watch_with_sidecars_only_keeps_its_state_off_the_watched_share(
     (db,) = (tmp_path / "xdg" / "vidtag").glob("watch-*.db")
     with sqlite3.connect(db) as conn:
         assert conn.execute("select path from results").fetchall() == [(str(nfs / "a.mp4"),)]
+
+
+def test_systemd_state_directory_wins_over_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path / 'systemd'}:{tmp_path / 'other'}")
+    assert state_module.state_dir() == tmp_path / "systemd"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert state_module.state_dir() == tmp_path / "xdg" / "vidtag"
+
+
+def test_the_daemon_log_is_reopened_when_logrotate_moves_it(tmp_path: Path) -> None:
+    import threading
+
+    from tagger.cli import _daemon_log, _install_log
+
+    log_file = tmp_path / "watch.log"
+    stop = threading.Event()
+    try:
+        faults = _daemon_log(0, str(log_file), stop)
+        logging.getLogger("tagger.daemon").info("before rotation")
+        log_file.rename(tmp_path / "watch.log.1")  # what logrotate does
+        logging.getLogger("tagger.daemon").info("after rotation")
+    finally:
+        _install_log(logging.StreamHandler(), logging.WARNING)
+    assert "before rotation" in (tmp_path / "watch.log.1").read_text()
+    assert "after rotation" in log_file.read_text() and "before" not in log_file.read_text()
+    assert not faults and not stop.is_set()

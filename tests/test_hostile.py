@@ -122,7 +122,7 @@ def test_scan_with_sidecars(hostile: tuple[bytes, set[bytes]], tiny_model: Path,
     for video in videos:
         sidecar = video + b".vidtag.json"
         if video == too_long:
-            assert not os.path.exists(os.path.dirname(sidecar)) or not os.path.lexists(sidecar)
+            assert not os.path.lexists(sidecar)
             continue
         with open(sidecar, "rb") as f:
             doc = json.loads(f.read().decode("utf-8"))

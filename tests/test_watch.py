@@ -607,9 +607,9 @@ def test_missing_root_is_watched_once_it_appears(tmp_path: Path, streams: Callab
 def devices(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[int, str]]:
     """Fake (device, mount point) per root path, as an unmount or a remount would change them."""
     fake: dict[str, tuple[int, str]] = {}
-    real_device, real_mount = watch._device, watch._mount_point
+    real_device, real_mount = watch._device, watch.mount_point
     monkeypatch.setattr(watch, "_device", lambda p: fake[p][0] if p in fake else real_device(p))
-    monkeypatch.setattr(watch, "_mount_point", lambda p: fake[p][1] if p in fake else real_mount(p))
+    monkeypatch.setattr(watch, "mount_point", lambda p: fake[p][1] if p in fake else real_mount(p))
     return fake
 
 
