@@ -23,7 +23,7 @@ from tagger.clips.decode import DecodeJob, decode_clips, probe, run_job
 from tagger.records import DecodeError
 
 from .test_decode import index_of as pattern_index
-from .test_decode import pattern
+from .test_decode import keyframe_count, pattern
 
 W, H = 72, 48
 FPS = 10
@@ -124,11 +124,6 @@ def encode(
         for packet in stream.encode():
             out.mux(packet)
     return path
-
-
-def keyframe_count(path: Path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for p in container.demux(video=0) if p.size and p.is_keyframe)
 
 
 def spy_rewinds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
