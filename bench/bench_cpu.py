@@ -7,7 +7,7 @@ shape, saved locally: nothing is downloaded):
 
 - pipeline loop: ``pipeline("video-classification", model=DIR)`` once per file, fp32, default
   arguments (the first 16 frames of each video);
-- vidtag: ``tagger.pipeline.tag`` end to end (decode processes, batching) with ``--clips 1``
+- vidtag: ``tagger.engines.local.tag`` end to end (decode processes, batching) with ``--clips 1``
   at auto precision and at fp32, and with its default whole-video coverage;
 - model ceiling: the forward pass alone on ready clips, at vidtag's batch size and precision.
 
@@ -49,7 +49,8 @@ def main() -> None:
     import torch
 
     from tagger.classify import load_classifier, resolve_precision
-    from tagger.pipeline import Decoder, TagOptions, default_workers
+    from tagger.clips.pool import DecodePool, default_workers
+    from tagger.options import TagOptions
 
     files = action_clips(args.videos)[: args.files]
     print(f"files ({len(files)}):", *[os.path.relpath(p, args.videos) for p in files], sep="\n  ")
@@ -70,7 +71,7 @@ def main() -> None:
         f" {workers} decode process(es)"
     )
 
-    with Decoder(workers).start() as decoder:
+    with DecodePool(workers).start() as decoder:
         # Warm-up, not timed: first calls, worker imports, page cache.
         loop.run(files[:1])
         for classifier in (fp32,) if same else (fp32, auto):

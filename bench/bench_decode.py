@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from tagger.pipeline import Decoder
+    from tagger.clips.pool import DecodePool
 
     print(f"machine: {machine()}")
     files = ucf101_sized(CACHE / "ucf101-sized", args.files, distinct=args.files)
@@ -134,8 +134,8 @@ def main() -> None:
 
     results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     with (
-        Decoder(1, worker=ready_clips, shared_memory=True).start() as shared,
-        Decoder(1, worker=ready_clips, shared_memory=False).start() as piped,
+        DecodePool(1, worker=ready_clips, shared_memory=True).start() as shared,
+        DecodePool(1, worker=ready_clips, shared_memory=False).start() as piped,
     ):
         transport(shared, 20, args.per_file)
         transport(piped, 20, args.per_file)  # warm-up
@@ -173,7 +173,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     many = ucf101_sized(CACHE / "ucf101-sized", 4 * args.files, distinct=args.files)
     rates: dict[int, list[float]] = {1: [], 2: []}
-    with Decoder(cores).start() as decoder:
+    with DecodePool(cores).start() as decoder:
         decode_rate(decoder, many[: 2 * cores], 1)  # warm-up
         for r in range(args.rounds):
             for threads in (1, 2) if r % 2 else (2, 1):

@@ -13,7 +13,7 @@ Runs, one after another, on the same files:
 - decode only: the decode processes feed nothing; clips/s is the most they can supply;
 - model ceiling: ``Classifier.predict`` on ready uint8 clips at the batch size and precision
   (upload, normalization on the device, forward, probabilities back);
-- vidtag: ``tagger.pipeline.tag`` end to end, with the share of wall time the model was busy
+- vidtag: ``tagger.engines.local.tag`` end to end, with the share of wall time the model was busy
   and, when NVML answers, the mean GPU utilization;
 - pipeline loop: ``pipeline("video-classification")`` once per file on the same device
   (fp32, first 16 frames), over the first ``--pipeline-files``.
@@ -94,7 +94,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from tagger.classify import load_classifier
-    from tagger.pipeline import Decoder, TagOptions, default_workers, make_job
+    from tagger.clips.decode import make_job
+    from tagger.clips.pool import DecodePool, default_workers
+    from tagger.options import TagOptions
 
     started = time.perf_counter()
     files = ucf101_sized(CACHE / "ucf101-sized", args.videos, args.distinct)
@@ -114,7 +116,7 @@ def main() -> None:
         f" {workers} decode processes{', compiled' if args.compile else ''}"
     )
 
-    with Decoder(workers).start() as decoder:
+    with DecodePool(workers).start() as decoder:
         vidtag(files[: 2 * batch], classifier, options, decoder)  # warm-up (and compilation)
         decoded = decode_only(
             decoder, (make_job(p, classifier.prep, classifier.stride, options) for p in files)

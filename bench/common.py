@@ -127,8 +127,8 @@ class PipelineLoop:
 
 
 def vidtag(files: list[str], classifier: Any, options: Any, decoder: Any) -> Run:
-    """``tagger.pipeline.tag`` end to end on a started decoder; times the model calls too."""
-    from tagger.pipeline import tag
+    """``tagger.engines.local.tag`` end to end on a started decoder; times the model calls too."""
+    from tagger.engines.local import tag
 
     busy = 0.0
     predict = classifier.predict

@@ -1,8 +1,8 @@
 """vidtag: tag videos with what happens in them, using VideoMAE over the whole video.
 
 The front door for Python users. Names load on first use, so ``import tagger`` stays light
-(no torch): ``scan_videos`` runs what ``vidtag scan`` does; ``load_classifier`` and ``tag``
-are the two steps under it, for a caller with its own loop.
+(no torch): ``scan_videos`` and ``watch_videos`` run what ``vidtag scan`` and ``vidtag watch``
+do; ``load_classifier`` and ``tag`` are the two steps under them, for a caller with its own loop.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# ``scan_videos``, not ``scan``: the submodule ``tagger.scan`` would shadow that name.
+# ``scan_videos``, not ``scan``: the submodule ``tagger.scan`` would shadow that name (and
+# ``watch_videos`` to match).
 _EXPORTS = {
     "scan_videos": ("tagger.scan", "run"),
     "ScanSummary": ("tagger.scan", "ScanSummary"),
     "load_classifier": ("tagger.classify", "load_classifier"),
-    "tag": ("tagger.pipeline", "tag"),
-    "TagOptions": ("tagger.pipeline", "TagOptions"),
+    "watch_videos": ("tagger.daemon", "watch_videos"),
+    "tag": ("tagger.engines.local", "tag"),
+    "TagOptions": ("tagger.options", "TagOptions"),
+    "WatchOptions": ("tagger.options", "WatchOptions"),
     "VideoFilter": ("tagger.sources.filters", "VideoFilter"),
     "VideoResult": ("tagger.records", "VideoResult"),
     "TaggerError": ("tagger.records", "TaggerError"),

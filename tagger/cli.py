@@ -5,12 +5,10 @@ Heavy modules (torch, transformers, av) are imported inside commands so ``--help
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any, TypeVar
 
 import click
@@ -136,74 +134,6 @@ def clip_options(f: F) -> F:
     )(f)
 
 
-def _setup_logging(verbose: int, daemon: bool = False) -> None:
-    """Warnings for one-off commands; for the daemon, info lines with timestamps."""
-    level = (logging.INFO if daemon else logging.WARNING) - 10 * verbose
-    handler: logging.Handler
-    if daemon and sys.stderr.isatty():
-        from rich.logging import RichHandler
-
-        handler = RichHandler(show_path=False, log_time_format="%Y-%m-%d %H:%M:%S")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        fmt = "%(asctime)s %(levelname)s %(message)s" if daemon else "%(levelname)s %(name)s: %(message)s"
-        handler.setFormatter(logging.Formatter(fmt))
-    _install_log(handler, level)
-
-
-def _install_log(handler: logging.Handler, level: int) -> None:
-    """Make ``handler`` the only one; an old one that cannot flush (its disk full) goes quietly."""
-    root = logging.getLogger()
-    for old in root.handlers[:]:
-        root.removeHandler(old)
-        with suppress(OSError, ValueError):
-            old.close()
-    root.addHandler(handler)
-    root.setLevel(level)
-
-
-def ctx_verbose() -> int:
-    return int((click.get_current_context().find_root().params or {}).get("verbose") or 0)
-
-
-def _daemon_log(verbose: int, log_file: str | None, stop: Any) -> list[TaggerError]:
-    """Send the daemon's log to ``log_file`` (or keep stderr); a log that cannot be written
-    (disk full) stops the daemon, whose exit then says why, instead of logging's traceback
-    and a daemon nobody hears. Returns the list the fault lands in."""
-    from logging.handlers import WatchedFileHandler
-
-    from tagger.fsutil import cannot_write
-
-    if log_file is not None:
-        try:
-            handler: logging.Handler = WatchedFileHandler(
-                log_file, encoding="utf-8", errors="backslashreplace"
-            )
-        except OSError as e:
-            raise UsageFailure(str(cannot_write(log_file, e))) from None
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        _install_log(handler, logging.INFO - 10 * verbose)
-    faults: list[TaggerError] = []
-    name = log_file or "the log (stderr)"
-
-    def guard(handler: logging.Handler) -> None:
-        original = handler.handleError
-
-        def handle_error(record: logging.LogRecord) -> None:
-            exc = sys.exc_info()[1]
-            if not isinstance(exc, OSError):
-                original(record)
-            elif not faults:
-                faults.append(cannot_write(name, exc))
-                stop.set()
-
-        handler.handleError = handle_error  # type: ignore[method-assign]
-
-    for each in logging.getLogger().handlers:
-        guard(each)
-    return faults
-
-
 def _fail(exc: TaggerError) -> click.ClickException:
     if isinstance(exc, InputError):
         return UsageFailure(str(exc))
@@ -216,7 +146,9 @@ def _fail(exc: TaggerError) -> click.ClickException:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
     """Tag videos with what happens in them (VideoMAE over the whole video)."""
-    _setup_logging(verbose, daemon=ctx.invoked_subcommand == "watch")
+    from tagger import logs
+
+    logs.setup(verbose, daemon=ctx.invoked_subcommand == "watch")
 
 
 def tagging_options(f: F) -> F:
@@ -270,10 +202,8 @@ def tagging_options(f: F) -> F:
     return clip_options(inference_options(f))
 
 
-def _tag_options(params: dict[str, Any]) -> Any:
-    from tagger.pipeline import TagOptions
-
-    return TagOptions(
+def _tag_options(params: dict[str, Any]) -> defaults.TagOptions:
+    return defaults.TagOptions(
         clips=params["clips"],
         top_k=params["top_k"],
         threshold=params["threshold"],
@@ -320,7 +250,7 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
             options=_tag_options(params),
             filter=VideoFilter(include=params["include"], exclude=params["exclude"], hidden=params["hidden"]),
             state=state,
-            sidecar=params["sidecar"],
+            sidecars=("json",) if params["sidecar"] else (),
             force=force,
             allow_network_state=params["allow_network_state"],
             reporter=progress.Reporter,
@@ -356,14 +286,14 @@ def _append_path(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--settle",
     type=click.FloatRange(min=0),
-    default=5.0,
+    default=defaults.WatchOptions.settle_s,
     show_default=True,
     help="Seconds a file's size and mtime must stay unchanged before it is tagged.",
 )
 @click.option(
     "--rescan",
     type=click.FloatRange(min=1),
-    default=300.0,
+    default=defaults.WatchOptions.rescan_s,
     show_default=True,
     help="Seconds between full rescans that catch events the observer missed.",
 )
@@ -372,22 +302,22 @@ def _append_path(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--on-delete",
-    type=click.Choice(["keep", "remove"]),
-    default="keep",
+    type=click.Choice(defaults.ON_DELETE),
+    default=defaults.WatchOptions.on_delete,
     show_default=True,
     help="keep: mark a deleted video's row removed; remove: drop it and its sidecar.",
 )
 @click.option(
     "--retries",
     type=click.IntRange(min=0),
-    default=3,
+    default=defaults.WatchOptions.retries,
     show_default=True,
     help="Times a settled file that fails to decode is tried again (with back-off).",
 )
 @click.option(
     "--status-every",
     type=click.FloatRange(min=1),
-    default=60.0,
+    default=defaults.WatchOptions.status_every_s,
     show_default=True,
     help="Seconds between status lines in the log.",
 )
@@ -410,64 +340,35 @@ def watch(
     Example:
       vidtag watch /media/library -o /var/lib/vidtag/labels.csv
     """
-    import signal
-    import threading
-    from contextlib import ExitStack
+    from tagger.daemon import watch_videos
 
-    from tagger.classify import load_classifier
-    from tagger.daemon import Daemon, WatchOptions
-    from tagger.sinks import Appender
-    from tagger.state import StateStore, resolve_state_path, writer_locks
-
-    if output is None and not params["sidecar"]:
-        raise click.UsageError("nothing to write: give --output FILE and/or --sidecar")
-    stop = threading.Event()
-    log_faults = _daemon_log(ctx_verbose(), log_file, stop)
+    watching = defaults.WatchOptions(
+        settle_s=settle,
+        rescan_s=rescan,
+        poll=poll,
+        on_delete=on_delete,
+        retries=retries,
+        status_every_s=status_every,
+        include=params["include"],
+        exclude=params["exclude"],
+    )
     try:
-        state = resolve_state_path(state, output, roots, allow_network=params["allow_network_state"])
-    except TaggerError as exc:
-        raise UsageFailure(str(exc)) from None
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            os._exit(128 + signum)  # a second signal: leave now
-        logging.getLogger("tagger.daemon").info("stopping (signal %d); again to quit at once", signum)
-        stop.set()
-
-    try:
-        with ExitStack() as stack:
-            store = stack.enter_context(StateStore(state))
-            stack.enter_context(writer_locks(store, output))
-            classifier = load_classifier(
-                params["model"], params["device"], params["precision"], compile=params["compile_model"]
-            )
-            appender = Appender(output) if output else None
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                # The old handler comes back on the way out (a Python caller's process goes on).
-                stack.callback(signal.signal, signum, signal.signal(signum, on_signal))
-            options = WatchOptions(
-                settle_s=settle,
-                rescan_s=rescan,
-                poll=poll,
-                on_delete=on_delete,
-                retries=retries,
-                status_every_s=status_every,
-                include=params["include"],
-                exclude=params["exclude"],
-            )
-            daemon = Daemon(
-                roots, classifier, store, appender, params["sidecar"], _tag_options(params), options
-            )
-            try:
-                daemon.run(stop)
-            finally:
-                if appender:
-                    appender.close()
+        watch_videos(
+            roots,
+            output,
+            model=params["model"],
+            device=params["device"],
+            precision=params["precision"],
+            compile=params["compile_model"],
+            options=_tag_options(params),
+            watch=watching,
+            state=state,
+            sidecars=("json",) if params["sidecar"] else (),
+            allow_network_state=params["allow_network_state"],
+            log_file=log_file,
+        )
     except TaggerError as exc:
         raise _fail(exc) from None
-    if log_faults:
-        # Said on stderr, the one place left; systemd's Restart=on-failure tries again later.
-        raise click.ClickException(str(log_faults[0]))
 
 
 @cli.command()

@@ -10,37 +10,26 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Generator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tagger import sinks
-from tagger.pipeline import TagOptions, tag
-from tagger.records import VideoFile, VideoResult
+from tagger.engines.local import LocalEngine
+from tagger.options import DEFAULT_MODEL, TagOptions, WatchOptions
+from tagger.records import QUIET, InputError, Quiet, VideoFile, VideoResult
+from tagger.sinks import Outputs
 from tagger.sources.watch import Deleted, Moved, Settled, Watcher
-from tagger.state import StateStore
+from tagger.state import StateStore, resolve_state_path, writer_locks
 
 if TYPE_CHECKING:
-    from tagger.classify import Classifier
+    from tagger.engines import Engine
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WatchOptions:
-    """How the daemon waits, retries and reacts to deletions."""
-
-    settle_s: float = 5.0
-    rescan_s: float = 300.0
-    poll: bool | None = None
-    on_delete: str = "keep"  # keep: mark the row removed; remove: drop it (and our sidecar)
-    retries: int = 3
-    retry_base_s: float = 30.0
-    status_every_s: float = 60.0
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
 
 
 @dataclass
@@ -63,18 +52,15 @@ class Daemon:
     def __init__(
         self,
         roots: Sequence[str],
-        classifier: Classifier,
+        engine: Engine,
         store: StateStore,
-        output: sinks.Appender | None,
-        sidecar: bool = False,
-        options: TagOptions | None = None,
+        outputs: Outputs,
         watch: WatchOptions | None = None,
     ) -> None:
         self.roots = [str(r) for r in roots]
-        self.classifier, self.store, self.output, self.sidecar = classifier, store, output, sidecar
-        self.options = options or TagOptions()
+        self.engine, self.store, self.outputs = engine, store, outputs
         self.watch = watch or WatchOptions()
-        self.model = classifier.id
+        self.model = engine.model
         self.stats = DaemonStats()
         self.in_flight: dict[str, VideoFile] = {}
         self.attempts: dict[str, int] = {}
@@ -96,7 +82,7 @@ class Daemon:
         )
         source = self._paths(watcher, stop)
         try:
-            for result in tag(source, self.classifier, self.options, stop=stop):
+            for result in self.engine.tag(source, stop):
                 self._finish(result)
         finally:
             source.close()
@@ -119,7 +105,7 @@ class Daemon:
     def _known_paths(self) -> list[str]:
         return [p for root in self.roots for p in self.store.paths_under(root, self.model)]
 
-    def _paths(self, watcher: Watcher, stop: threading.Event) -> Generator[str | None, None, None]:
+    def _paths(self, watcher: Watcher, stop: threading.Event) -> Generator[str | Quiet, None, None]:
         """Settled paths to tag; moves and deletions are handled here, without the model."""
         next_status = time.monotonic() + self.watch.status_every_s
         for event in watcher.events(stop):
@@ -144,7 +130,7 @@ class Daemon:
                 self._moved(event)
             elif isinstance(event, Deleted):
                 self._deleted(event.path)
-            yield None
+            yield QUIET
 
     def _finish(self, result: VideoResult) -> None:
         file = self.in_flight.pop(result.path)
@@ -174,13 +160,9 @@ class Daemon:
         self._emit(file.path, result)
 
     def _emit(self, path: str, result: VideoResult) -> None:
-        """Append the row and write the sidecar, then mark the stored row emitted."""
-        if self.output is not None:
-            self.output.write(result.row())
-        if self.sidecar and result.status in ("ok", "error"):
-            reason = sinks.emit_sidecar(result)
-            if reason is not None:
-                log.warning("%s", reason)
+        """Send the result to the outputs, then mark the stored row emitted."""
+        for reason in self.outputs.emit(result):
+            log.warning("%s", reason)
         self.store.mark_emitted(path, self.model)
 
     def _moved(self, event: Moved) -> None:
@@ -188,14 +170,12 @@ class Daemon:
         if moved is None:
             return  # not tagged yet, or changed: the destination is tagged when it settles
         log.info("moved %s -> %s (result kept)", event.src, event.dst.path)
-        if self.output is not None:
-            gone = VideoResult(
-                path=event.src, model=self.model, status="moved", error=f"moved to {event.dst.path}"
-            )
-            self.output.write(gone.row())
+        gone = VideoResult(
+            path=event.src, model=self.model, status="moved", error=f"moved to {event.dst.path}"
+        )
+        self.outputs.emit(gone)
         self._emit(event.dst.path, moved)
-        if self.sidecar:
-            sinks.remove_sidecar(event.src)
+        self.outputs.withdraw(event.src)
 
     def _deleted(self, path: str) -> None:
         keep = self.watch.on_delete == "keep"
@@ -203,12 +183,11 @@ class Daemon:
         if previous is None:
             return
         log.info("removed %s", path)
-        if self.output is not None:
-            self.output.write(VideoResult(path=path, model=self.model, status="removed").row())
+        self.outputs.emit(VideoResult(path=path, model=self.model, status="removed"))
         if keep:
             self.store.mark_emitted(path, self.model)
-        if not keep and self.sidecar:
-            sinks.remove_sidecar(path)
+        else:
+            self.outputs.withdraw(path)
 
 
 def _stat(path: str) -> VideoFile | None:
@@ -217,3 +196,66 @@ def _stat(path: str) -> VideoFile | None:
     except OSError:
         return None
     return VideoFile(path, st.st_size, st.st_mtime_ns)
+
+
+def watch_videos(
+    roots: Sequence[str],
+    output: str | None = None,
+    *,
+    model: str = DEFAULT_MODEL,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+    options: TagOptions | None = None,
+    watch: WatchOptions | None = None,
+    state: str | None = None,
+    sidecars: Sequence[str] = (),
+    allow_network_state: bool = False,
+    log_file: str | None = None,
+    stop: threading.Event | None = None,
+) -> DaemonStats:
+    """What ``vidtag watch`` does: tag each video that settles under ``roots`` until stopped.
+
+    Rows are appended to ``output`` (.csv or .jsonl) and/or ``sidecars`` are written. Without
+    ``stop``, SIGTERM and SIGINT stop the daemon (a second one leaves at once) and the old
+    handlers come back on return. The log goes to ``log_file`` when given; a log that cannot be
+    written stops the daemon, which then raises the fault.
+    """
+    from tagger import logs
+    from tagger.classify import load_classifier
+
+    if output is None and not sidecars:
+        raise InputError("nothing to write: give --output FILE and/or --sidecar")
+    writers = sinks.sidecars(sidecars)
+    if log_file is not None:
+        logs.to_file(log_file, logging.getLogger().getEffectiveLevel())
+    own_stop = stop is None
+    stop = stop or threading.Event()
+    log_faults = logs.stop_on_fault(stop, log_file or "the log (stderr)")
+    state = resolve_state_path(state, output, roots, allow_network=allow_network_state)
+    options = options or TagOptions()
+    with ExitStack() as stack:
+        store = stack.enter_context(StateStore(state))
+        stack.enter_context(writer_locks(store, output))
+        classifier = load_classifier(model, device, precision, compile=compile)
+        outputs = Outputs([*([sinks.Appender(output)] if output else []), *writers])
+        stack.callback(outputs.close)
+        if own_stop:
+            _stop_on_signals(stack, stop)
+        engine = stack.enter_context(LocalEngine(classifier, options))
+        stats = Daemon(roots, engine, store, outputs, watch).run(stop)
+    if log_faults:
+        raise log_faults[0]
+    return stats
+
+
+def _stop_on_signals(stack: ExitStack, stop: threading.Event) -> None:
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)  # a second signal: leave now
+        log.info("stopping (signal %d); again to quit at once", signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # The old handler comes back on the way out (a Python caller's process goes on).
+        stack.callback(signal.signal, signum, signal.signal(signum, on_signal))

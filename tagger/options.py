@@ -1,6 +1,11 @@
-"""Every default vidtag has, in one place: the CLI shows these and the library uses them."""
+"""Every default vidtag has, in one place: the CLI shows these and the library uses them.
+
+Light on purpose (no numpy, no torch): ``vidtag --help`` reads it.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 #: The model used when none is named (an alias in tagger/registry.toml).
 DEFAULT_MODEL = "kinetics-400"
@@ -11,3 +16,44 @@ DECODE_TIMEOUT_S = 120.0
 MAX_PIXELS = 8192 * 4320
 MAX_DURATION_S = 12 * 3600.0
 TOP_K = 5
+
+
+@dataclass(frozen=True)
+class TagOptions:
+    """What only the user knows about tagging; everything else comes from the checkpoint."""
+
+    clips: int | None = None
+    #: 1 (centre crop) or 3 (both ends and the centre of the long side, averaged).
+    crops: int = 1
+    top_k: int = TOP_K
+    threshold: float | None = None
+    #: Clips per forward pass; None: the classifier's default for its device.
+    batch_size: int | None = None
+    #: Decode processes; None: ``tagger.clips.pool.default_workers`` for the model's device.
+    workers: int | None = None
+    timeout_s: float = DECODE_TIMEOUT_S
+    max_pixels: int = MAX_PIXELS
+    max_duration_s: float = MAX_DURATION_S
+
+
+ON_DELETE: tuple[str, ...] = ("keep", "remove")
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """How the daemon waits, retries and reacts to deletions."""
+
+    #: Seconds a file's size and mtime must stay unchanged before it is tagged.
+    settle_s: float = 5.0
+    #: Seconds between full rescans that catch what the observer missed.
+    rescan_s: float = 300.0
+    #: None: poll only roots on NFS/SMB/FUSE.
+    poll: bool | None = None
+    #: keep: mark a deleted video's row removed; remove: drop it (and vidtag's sidecar).
+    on_delete: str = "keep"
+    #: Times a settled file that fails to decode is tried again, with back-off from retry_base_s.
+    retries: int = 3
+    retry_base_s: float = 30.0
+    status_every_s: float = 60.0
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()

@@ -5,7 +5,7 @@ Frozen dataclasses with no torch import, so sinks, ``--help`` and most tests sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,14 @@ FIELDS: tuple[str, ...] = (
     "status",
     "error",
 )
+
+
+#: Statuses of rows that stand for a file that is there: the others ("removed", "moved")
+#: are kept only so the outputs can say what happened.
+LIVE_STATUSES: tuple[str, ...] = ("ok", "error")
+
+#: Version of :meth:`VideoResult.document`; the state store's schema follows it.
+DOCUMENT_FORMAT = 3
 
 
 class TaggerError(Exception):
@@ -100,10 +108,32 @@ class Clip:
     frames: np.ndarray = field(repr=False)
 
 
+class Quiet:
+    """What an endless source yields when it has nothing new (a watched folder is quiet): the
+    tagger then finishes the files in flight and runs the clips waiting for a full batch."""
+
+    def __repr__(self) -> str:
+        return "QUIET"
+
+
+#: The one ``Quiet``: sources yield it between paths.
+QUIET = Quiet()
+
+
 @dataclass(frozen=True)
 class Tag:
     label: str
     score: float
+
+
+@dataclass(frozen=True)
+class ClipScore:
+    """The model's verdict on one clip: its span (seconds from pts) and a probability per class
+    (in the order of the result's ``classes``), averaged over the clip's crops."""
+
+    start_s: float
+    end_s: float
+    scores: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -117,6 +147,10 @@ class VideoResult:
     model: str = ""
     status: str = "ok"
     error: str = ""
+    #: The model's classes in index order, which ``clip_scores`` index (empty without them).
+    classes: tuple[str, ...] = field(default=(), repr=False)
+    #: One entry per clip, in time order: what a timeline is built from.
+    clip_scores: tuple[ClipScore, ...] = field(default=(), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -152,6 +186,33 @@ class VideoResult:
             model=str(row.get("model") or ""),
             status=str(row.get("status") or "ok"),
             error=str(row.get("error") or ""),
+        )
+
+    def document(self) -> dict[str, Any]:
+        """The result as the state store keeps it (:data:`DOCUMENT_FORMAT`), clip scores included;
+        ``classes`` are not in it (the store keeps them once per model)."""
+        doc = {"format": DOCUMENT_FORMAT, **self.row()}
+        doc["tags"] = [[t.label, t.score] for t in self.tags]
+        doc["clip_scores"] = [
+            {"start_s": c.start_s, "end_s": c.end_s, "scores": [round(p, 6) for p in c.scores]}
+            for c in self.clip_scores
+        ]
+        return doc
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any], classes: tuple[str, ...] = ()) -> VideoResult:
+        """Inverse of :meth:`document`; a row of the old format (no ``format`` key) reads too."""
+        base = cls.from_row(doc)
+        if "format" not in doc:
+            return base
+        return replace(
+            base,
+            tags=tuple(Tag(str(label), float(score)) for label, score in doc.get("tags") or ()),
+            classes=classes if doc.get("clip_scores") else (),
+            clip_scores=tuple(
+                ClipScore(float(c["start_s"]), float(c["end_s"]), tuple(float(p) for p in c["scores"]))
+                for c in doc.get("clip_scores") or ()
+            ),
         )
 
     @classmethod

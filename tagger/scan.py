@@ -8,7 +8,6 @@ every video ends up in the output exactly once, whichever run tagged it.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
@@ -16,15 +15,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tagger import sinks
-from tagger.options import DEFAULT_MODEL
-from tagger.pipeline import Decoder, TagOptions, default_workers, tag
+from tagger.clips.pool import DecodePool, default_workers
+from tagger.engines.local import LocalEngine
+from tagger.options import DEFAULT_MODEL, TagOptions
 from tagger.records import VideoFile, VideoResult
+from tagger.sinks import Outputs, open_table, table_format
 from tagger.sources.discover import discover
 from tagger.sources.filters import VideoFilter
 from tagger.state import StateStore, resolve_state_path, writer_locks
 
 if TYPE_CHECKING:
-    from tagger.classify import Classifier
+    from tagger.engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +57,28 @@ class ScanSummary:
 
 def scan(
     files: Sequence[VideoFile],
-    classifier: Classifier,
+    engine: Engine,
     state: StateStore,
-    options: TagOptions | None = None,
     output: str | None = None,
-    sidecar: bool = False,
+    outputs: Outputs | None = None,
     force: bool = False,
     on_result: Callable[[VideoResult, bool], None] | None = None,
-    decoder: Decoder | None = None,
 ) -> ScanSummary:
-    """Tag ``files`` and write ``output`` (a table path, ``-`` for stdout, or None).
+    """Tag ``files`` with ``engine`` and write the table ``output`` (a path, ``-`` for stdout,
+    or None); ``outputs`` get each result as it lands (sidecars).
 
     ``on_result(result, skipped)`` is called once per file as it finishes (progress).
-    ``decoder``: decode processes started by the caller (see ``tagger.pipeline.tag``).
     """
     started = time.perf_counter()
     summary = ScanSummary(videos=len(files))
-    model = classifier.id
+    model = engine.model
+    outputs = outputs or Outputs()
     by_path = {f.path: f for f in files}
 
     def finish(result: VideoResult, skipped: bool) -> None:
         if not result.ok:
             summary.failed.append(result)
-        if sidecar and not (skipped and os.path.isfile(sinks.sidecar_path(result.path))):
-            reason = sinks.emit_sidecar(result)
-            if reason is not None:
-                summary.sidecar_errors.append(reason)
+        summary.sidecar_errors += outputs.emit(result, skipped=skipped)
         if on_result:
             on_result(result, skipped)
 
@@ -94,7 +91,7 @@ def scan(
             summary.skipped += 1
             finish(known, skipped=True)
 
-    for result in tag(todo, classifier, options, decoder=decoder):
+    for result in engine.tag(todo):
         state.record(by_path[result.path], model, result)
         summary.tagged += 1
         summary.clips += result.clips
@@ -102,7 +99,9 @@ def scan(
 
     summary.seconds = time.perf_counter() - started
     if output is not None:
-        sinks.write_table(output, (r.row() for r in state.results(files, model)))
+        with open_table(output) as table:
+            for stored in state.results(files, model):
+                table.write(stored)
     return summary
 
 
@@ -117,7 +116,7 @@ def run(
     options: TagOptions | None = None,
     filter: VideoFilter | None = None,
     state: str | None = None,
-    sidecar: bool = False,
+    sidecars: Sequence[str] = (),
     force: bool = False,
     allow_network_state: bool = False,
     reporter: Reporter | None = None,
@@ -125,14 +124,17 @@ def run(
     """What ``vidtag scan`` does: find the videos under ``paths``, tag them and write ``output``.
 
     ``output`` is a .csv, .jsonl or .parquet path, or ``-`` for CSV on stdout; with neither it
-    nor ``sidecar``, CSV goes to stdout. The state is ``state`` or the default next to the
-    output (see ``tagger.state.default_state_path``), locked for the run together with the
-    output. The decode processes start while the model loads.
+    nor ``sidecars`` (names from ``tagger.sinks.SIDECARS``: "json"), CSV goes to stdout. The
+    state is ``state`` or the default next to the output (see ``tagger.state``), locked for the
+    run together with the output. The decode processes start while the model loads.
     """
     from tagger.classify import load_classifier, resolve_device
 
-    if output is None and not sidecar:
+    if output is None and not sidecars:
         output = "-"
+    if output is not None:
+        table_format(output)  # a bad suffix is refused before anything starts
+    writers = sinks.sidecars(sidecars)
     state = resolve_state_path(state, output, allow_network=allow_network_state)
     files = list(discover(paths, filter=filter or VideoFilter()))
     if not files:
@@ -142,17 +144,16 @@ def run(
     with ExitStack() as stack:
         store = stack.enter_context(StateStore(state))
         stack.enter_context(writer_locks(store, output))
-        decoder = stack.enter_context(Decoder(workers, options.timeout_s).start())
+        decoder = stack.enter_context(DecodePool(workers, options.timeout_s).start())
         classifier = load_classifier(model, device, precision, compile=compile)
+        engine = LocalEngine(classifier, options, decoder)
         report: Any = stack.enter_context(reporter(len(files))) if reporter else None
         return scan(
             files,
-            classifier,
+            engine,
             store,
-            options,
             output=output,
-            sidecar=sidecar,
+            outputs=Outputs(writers),
             force=force,
             on_result=report.update if report is not None else None,
-            decoder=decoder,
         )

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
 from tagger.names import display, is_utf8, json_text
-from tagger.records import StateError, StatePathError, TaggerError, VideoFile, VideoResult
+from tagger.records import LIVE_STATUSES, StateError, StatePathError, TaggerError, VideoFile, VideoResult
 from tagger.sources.mounts import network_filesystem
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 #: Stored in ``PRAGMA user_version``; bump it when the table layout changes.
 #: 1: results. 2: + ``emitted`` (migrated in place; old rows count as emitted).
 SCHEMA_VERSION = 2
-
-#: Statuses of rows that stand for a file that is there: the others ("removed", "moved")
-#: are kept only so the output can say what happened.
-LIVE_STATUSES: tuple[str, ...] = ("ok", "error")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tagger.clips.crops import centre_crop
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -94,14 +96,6 @@ def resized_size(height: int, width: int, prep: Preprocessing) -> tuple[int, int
     return int(short * height / width), short
 
 
-def center_crop(frames: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
-    """Crop the middle ``crop`` of ``(..., H, W, C)`` frames."""
-    height, width = frames.shape[-3], frames.shape[-2]
-    ch, cw = crop
-    top, left = max(0, (height - ch) // 2), max(0, (width - cw) // 2)
-    return frames[..., top : top + ch, left : left + cw, :]
-
-
 def to_model_input(
     frames: torch.Tensor, prep: Preprocessing, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -120,7 +114,7 @@ def to_model_input(
         flat = F.interpolate(flat, size=target, mode="bilinear", antialias=True, align_corners=False)
         x = flat.round().clamp(0, 255).permute(0, 2, 3, 1).reshape(*lead, *target, 3)
     if prep.crop:
-        x = center_crop(x, prep.crop)
+        x = centre_crop(x, prep.crop)
     mean = torch.tensor(prep.mean, device=x.device, dtype=torch.float32) / prep.rescale
     std = torch.tensor(prep.std, device=x.device, dtype=torch.float32) / prep.rescale
     x = (x.float() - mean) / std

@@ -18,7 +18,7 @@ import pytest
 
 from tagger import sinks
 from tagger.records import FIELDS, OutputError, VideoResult
-from tagger.sinks import Appender
+from tagger.sinks import Appender, append
 
 from .test_sinks import NASTY_ERROR, csv_cell
 from .test_sinks import make_rows as table_rows
@@ -68,7 +68,7 @@ def test_csv_rows_round_trip(tmp_path: Path) -> None:
     target = tmp_path / "out.csv"
     with Appender(str(target)) as out:
         for row in rows:
-            out.write(row)
+            out.write_row(row)
     back = read_csv(target)
     assert back == as_csv(rows)
     assert back[2]["error"] == NASTY_ERROR
@@ -81,7 +81,7 @@ def test_jsonl_rows_round_trip(tmp_path: Path, name: str) -> None:
     target = tmp_path / name
     with Appender(str(target)) as out:
         for row in rows:
-            out.write(row)
+            out.write_row(row)
     text = target.read_text(encoding="utf-8")
     assert "日本語" in text  # readable, not \u-escaped
     back = read_jsonl(target)
@@ -94,10 +94,10 @@ def test_header_written_once_across_reopen(tmp_path: Path) -> None:
     target = tmp_path / "out.csv"
     for row in rows[:2]:
         with Appender(str(target)) as out:
-            out.write(row)
+            out.write_row(row)
     Appender(str(target)).close()  # opening a good file changes nothing
     with Appender(str(target)) as out:
-        out.write(rows[2])
+        out.write_row(rows[2])
     data = target.read_bytes()
     assert data.count(",".join(FIELDS).encode()) == 1
     assert data.startswith(",".join(FIELDS).encode() + b"\r\n")
@@ -117,7 +117,7 @@ def test_appends_to_a_batch_table(tmp_path: Path) -> None:
         target = tmp_path / name
         sinks.write_table(str(target), rows[:2])
         with Appender(str(target)) as out:
-            out.write(rows[2])
+            out.write_row(rows[2])
         assert read_rows(target) == expected(target, rows[:3])
 
 
@@ -128,7 +128,7 @@ def test_every_write_reaches_the_file_before_close(tmp_path: Path, name: str) ->
     out = Appender(str(target))
     try:
         for i, row in enumerate(rows):
-            out.write(row)
+            out.write_row(row)
             # A second handle sees every row at once: nothing waits in a buffer.
             assert read_rows(target) == expected(target, rows[: i + 1])
     finally:
@@ -150,12 +150,12 @@ def test_each_row_is_one_write_then_fsync(tmp_path: Path, name: str, monkeypatch
 
     target = tmp_path / name
     out = Appender(str(target))
-    monkeypatch.setattr(sinks.os, "write", spy_write)
-    monkeypatch.setattr(sinks.os, "fsync", spy_fsync)
+    monkeypatch.setattr(append.os, "write", spy_write)
+    monkeypatch.setattr(append.os, "fsync", spy_fsync)
     rows = make_rows()
     try:
         for row in rows:
-            out.write(row)
+            out.write_row(row)
     finally:
         monkeypatch.undo()
         out.close()
@@ -171,14 +171,14 @@ def test_write_after_close_raises(tmp_path: Path) -> None:
     out.close()
     out.close()  # twice is harmless
     with pytest.raises(ValueError):
-        out.write(make_rows()[0])
+        out.write_row(make_rows()[0])
 
 
 def test_non_utf8_path_still_writes_a_valid_jsonl_row(tmp_path: Path) -> None:
     weird = os.fsdecode(b"/videos/caf\xe9.mp4")  # a Latin-1 name: a lone surrogate in str
     target = tmp_path / "out.jsonl"
     with Appender(str(target)) as out:
-        out.write(VideoResult(path=weird, model="m").row())
+        out.write_row(VideoResult(path=weird, model="m").row())
     (back,) = read_jsonl(target)
     assert back["path"] == weird
 
@@ -204,11 +204,11 @@ def test_torn_tail_is_cut_off(
     rows = make_rows()
     target = tmp_path / name
     with Appender(str(target)) as out:
-        out.write(rows[2])  # the NASTY_ERROR row: quoted newlines in a whole CSV row
+        out.write_row(rows[2])  # the NASTY_ERROR row: quoted newlines in a whole CSV row
     with open(target, "ab") as f:
         f.write(torn)
     with caplog.at_level(logging.WARNING, logger="tagger.sinks"), Appender(str(target)) as out:
-        out.write(rows[0])
+        out.write_row(rows[0])
     assert read_rows(target) == expected(target, [rows[2], rows[0]])
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert f"dropped {len(torn)} bytes" in warning.getMessage()
@@ -219,7 +219,7 @@ def test_torn_tail_is_cut_off(
 def test_whole_file_no_warning(tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture) -> None:
     target = tmp_path / name
     with Appender(str(target)) as out:
-        out.write(make_rows()[2])
+        out.write_row(make_rows()[2])
     before = target.read_bytes()
     with caplog.at_level(logging.WARNING, logger="tagger.sinks"):
         Appender(str(target)).close()
@@ -239,14 +239,14 @@ def test_torn_first_write_is_started_again(tmp_path: Path, name: str, content: b
     target = tmp_path / name
     target.write_bytes(content)
     with Appender(str(target)) as out:
-        out.write(make_rows()[0])
+        out.write_row(make_rows()[0])
     assert read_rows(target) == expected(target, make_rows()[:1])
 
 
 def test_huge_unfinished_tail_is_refused_not_cut(tmp_path: Path) -> None:
     target = tmp_path / "out.jsonl"
     with Appender(str(target)) as out:
-        out.write(make_rows()[0])
+        out.write_row(make_rows()[0])
     with open(target, "ab") as f:
         f.write(b'{"path": "' + b"x" * (2 * 1024 * 1024))
     before = target.read_bytes()
@@ -339,7 +339,7 @@ def test_sigkill_right_after_a_write_leaves_whole_rows(tmp_path: Path, name: str
         target,
         """
         for i in range(50):
-            out.write(row(i))
+            out.write_row(row(i))
             if i == 20:
                 os.kill(os.getpid(), signal.SIGKILL)
         """,
@@ -366,7 +366,7 @@ def test_sigkill_at_any_moment_leaves_parseable_file(tmp_path: Path, name: str) 
         """
         i = 0
         while True:
-            out.write(row(i, pad=100_000))
+            out.write_row(row(i, pad=100_000))
             i += 1
         """,
     )

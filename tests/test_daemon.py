@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tagger.clips.pool import InlineDecoder
 from tagger.daemon import Daemon, WatchOptions
-from tagger.pipeline import TagOptions
-from tagger.sinks import Appender
+from tagger.engines.local import LocalEngine
+from tagger.options import TagOptions
+from tagger.sinks import Appender, Outputs
 from tagger.state import StateStore
 
 from .conftest import ROOT
@@ -62,9 +64,9 @@ class Running:
         self.appender = Appender(str(out))
         settings: dict[str, object] = {"settle_s": 0.4, "rescan_s": 60.0, "poll": poll, **watch}
         options = WatchOptions(**settings)  # type: ignore[arg-type]
-        self.daemon = Daemon(
-            [str(root)], classifier, self.store, self.appender, False, TagOptions(workers=1, top_k=1), options
-        )
+        # Decoding in the daemon's thread: what is under test is everything around it.
+        engine = LocalEngine(classifier, TagOptions(top_k=1), InlineDecoder())
+        self.daemon = Daemon([str(root)], engine, self.store, Outputs([self.appender]), options)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.daemon.run, args=(self.stop,), daemon=True)
 

@@ -373,17 +373,18 @@ def test_systemd_state_directory_wins_over_xdg(tmp_path: Path, monkeypatch: pyte
 def test_the_daemon_log_is_reopened_when_logrotate_moves_it(tmp_path: Path) -> None:
     import threading
 
-    from tagger.cli import _daemon_log, _install_log
+    from tagger import logs
 
     log_file = tmp_path / "watch.log"
     stop = threading.Event()
     try:
-        faults = _daemon_log(0, str(log_file), stop)
+        logs.to_file(str(log_file), logging.INFO)
+        faults = logs.stop_on_fault(stop, str(log_file))
         logging.getLogger("tagger.daemon").info("before rotation")
         log_file.rename(tmp_path / "watch.log.1")  # what logrotate does
         logging.getLogger("tagger.daemon").info("after rotation")
     finally:
-        _install_log(logging.StreamHandler(), logging.WARNING)
+        logs.install(logging.StreamHandler(), logging.WARNING)
     assert "before rotation" in (tmp_path / "watch.log.1").read_text()
     assert "after rotation" in log_file.read_text() and "before" not in log_file.read_text()
     assert not faults and not stop.is_set()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tagger.classify import load_classifier
-from tagger.pipeline import TagOptions, tag
+from tagger.engines.local import tag
+from tagger.options import TagOptions
 
 from .conftest import TINY_FRAMES, TINY_SIZE
 

@@ -125,7 +125,7 @@ def test_appended_csv_and_jsonl_rows_give_the_name_back(tmp_path: Path) -> None:
     for name in ("a.csv", "a.jsonl"):
         with Appender(str(tmp_path / name)) as out:
             for row in rows():
-                out.write(row)
+                out.write_row(row)
     with (tmp_path / "a.csv").open(newline="", errors="surrogateescape") as f:
         assert [r["path"] for r in csv.DictReader(f)][: len(HOSTILE)] == HOSTILE
     lines = (tmp_path / "a.jsonl").read_bytes().decode("utf-8").splitlines()

@@ -8,9 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from tagger import pipeline
-from tagger.clips.decode import DecodeJob, run_job
-from tagger.pipeline import Decoder, TagOptions, default_workers, make_job, tag, top_tags
+from tagger.clips import pool
+from tagger.clips.decode import DecodeJob, make_job, run_job
+from tagger.clips.pool import DecodePool, default_workers
+from tagger.engines.aggregate import top_tags
+from tagger.engines.local import tag
+from tagger.options import TagOptions
 from tagger.records import DecodeError
 
 
@@ -95,8 +98,9 @@ def test_crash_and_hang_cost_one_file_each(video_factory, classifier):
     good = str(video_factory(["green"] * 40, name="good.mp4"))
     crash = str(video_factory(["green"] * 40, name="crash.mp4"))
     hang = str(video_factory(["green"] * 40, name="hang.mp4"))
-    options = TagOptions(workers=2, timeout_s=3, top_k=1)
-    results = {r.path: r for r in tag([crash, hang, good], classifier, options, worker=crashing_decoder)}
+    options = TagOptions(top_k=1)
+    with DecodePool(2, timeout_s=3, worker=crashing_decoder) as crashing:
+        results = {r.path: r for r in tag([crash, hang, good], classifier, options, decoder=crashing)}
 
     assert set(results) == {good, crash, hang}
     assert results[good].ok and results[good].tags[0].label == "green"
@@ -131,7 +135,7 @@ def test_a_started_decoder_is_used_and_left_open(video_factory, classifier):
         return len(set(multiprocessing.active_children()) - before)
 
     before = set(multiprocessing.active_children())
-    decoder = Decoder(2, worker=failing_decoder)
+    decoder = DecodePool(2, worker=failing_decoder)
     assert started() == 0  # nothing runs before start()
     with decoder.start():
         deadline = time.monotonic() + 30
@@ -152,10 +156,10 @@ def test_a_started_decoder_is_used_and_left_open(video_factory, classifier):
 
 
 def test_default_workers_follow_the_device(monkeypatch):
-    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(pool.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert default_workers("cpu") == 8  # the model needs the other half
     assert default_workers("cuda") == 15  # decoding is the bound: all but one core
-    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(pool.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert default_workers("cpu") == 1 and default_workers("cuda") == 1
 
 

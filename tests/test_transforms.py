@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import VideoMAEImageProcessor
 
+from tagger.clips.crops import centre_crop
 from tagger.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocessing,
-    center_crop,
     resized_size,
     to_display,
     to_model_input,
@@ -156,7 +156,7 @@ def test_resized_size_matches_transformers() -> None:
 
 def test_center_crop_offsets() -> None:
     x = torch.arange(10 * 13).reshape(1, 10, 13, 1).expand(1, 10, 13, 3)
-    out = center_crop(x, (4, 6))
+    out = centre_crop(x, (4, 6))
     assert out.shape == (1, 4, 6, 3)
     # top = (10 - 4) // 2 = 3, left = (13 - 6) // 2 = 3
     assert out[0, 0, 0, 0].item() == 3 * 13 + 3
@@ -227,7 +227,7 @@ def test_to_display_round_trip_is_exact() -> None:
     back = to_display(to_model_input(frames, prep), prep)
     assert back.dtype == torch.uint8
     assert back.shape == (4, 224, 224, 3)
-    assert torch.equal(back, center_crop(frames, (224, 224)))
+    assert torch.equal(back, centre_crop(frames, (224, 224)))
 
 
 def test_to_display_round_trip_custom_normalization() -> None:

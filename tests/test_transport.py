@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from tagger.clips import transport
-from tagger.clips.decode import run_job
-from tagger.pipeline import Decoder, TagOptions, make_job, tag
+from tagger.clips.decode import make_job, run_job
+from tagger.clips.pool import DecodePool
+from tagger.engines.local import tag
+from tagger.options import TagOptions
 from tagger.records import Clip, VideoInfo
 
 SHM = Path("/dev/shm")
@@ -74,7 +76,7 @@ def test_tagging_through_shared_memory_matches_the_pipe(video_factory, classifie
     before = blocks()
     scores = {}
     for shared in (True, False):
-        with Decoder(1, shared_memory=shared) as decoder:
+        with DecodePool(1, shared_memory=shared) as decoder:
             results = tag(paths, classifier, TagOptions(top_k=3), decoder=decoder)
             scores[shared] = {r.path: [(t.label, round(t.score, 6)) for t in r.tags] for r in results}
     assert scores[True] == scores[False] and len(scores[True]) == 3
@@ -85,7 +87,7 @@ def test_results_nobody_read_are_freed_on_close(video_factory, classifier):
     paths = [str(video_factory(["red"] * 20, name=f"v{i}.mp4")) for i in range(4)]
     jobs = [make_job(p, classifier.prep, classifier.stride, TagOptions()) for p in paths]
     before = blocks()
-    decoder = Decoder(2)
+    decoder = DecodePool(2)
     stream = decoder.run(jobs)
     first = next(stream)
     assert first is not None and not isinstance(first[1], str)
@@ -103,7 +105,7 @@ def test_decoded_frames_equal_the_in_process_decode(video_factory):
     path = str(video_factory(["red"] * 10 + ["blue"] * 30))
     prep = Preprocessing(num_frames=4, short_side=32, crop=(32, 32))
     job = make_job(path, prep, 2, TagOptions(clips=2))
-    with Decoder(1) as decoder:
+    with DecodePool(1) as decoder:
         [(_, outcome)] = [item for item in decoder.run([job]) if item is not None]
     assert not isinstance(outcome, str)
     _, local = run_job(job)
@@ -138,7 +140,7 @@ def test_a_decoder_reused_after_an_abandoned_run_yields_only_the_new_files(video
     new = [str(video_factory(["blue"] * 20, name=f"new{i}.mp4")) for i in range(2)]
     options = TagOptions()
     before = blocks()
-    with Decoder(2) as decoder:
+    with DecodePool(2) as decoder:
         stream = decoder.run(make_job(p, classifier.prep, classifier.stride, options) for p in old)
         next(stream)  # the caller stops listening after one file
         stream.close()

@@ -10,16 +10,21 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from tagger.clips import sampling
+from tagger.clips.crops import centre_crop
 from tagger.options import MAX_DURATION_S as DEFAULT_MAX_DURATION_S
 from tagger.options import MAX_PIXELS as DEFAULT_MAX_PIXELS
 from tagger.records import Clip, DecodeError, VideoInfo, VideoTooLargeError
+
+if TYPE_CHECKING:
+    from tagger.options import TagOptions
+    from tagger.transforms import Preprocessing
 
 #: Frame rates above this are container time bases, not frame rates (MKV/FLV report 1000).
 _MAX_PLAUSIBLE_FPS = 240.0
@@ -47,6 +52,23 @@ class DecodeJob:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_duration_s: float = DEFAULT_MAX_DURATION_S
     threads: int = 2
+
+
+def make_job(path: str, prep: Preprocessing, stride: int, options: TagOptions) -> DecodeJob:
+    """The decode job that cuts exactly the clips a model with ``prep`` and ``stride`` expects
+    (tagging, evaluation and preview all decode through it)."""
+    return DecodeJob(
+        path=path,
+        num_frames=prep.num_frames,
+        stride=stride,
+        clips=options.clips,
+        short_side=prep.short_side,
+        size=prep.size,
+        # Three crops are cut from the resized frames after decoding (``tagger.clips.crops``).
+        crop=prep.crop if options.crops == 1 else None,
+        max_pixels=options.max_pixels,
+        max_duration_s=options.max_duration_s,
+    )
 
 
 def ready() -> None:
@@ -243,9 +265,7 @@ def _to_rgb(
         # rotation is counter-clockwise degrees from the display matrix.
         rgb = np.rot90(rgb, k=rotation // 90)
     if crop:
-        h, w = rgb.shape[:2]
-        top, left = max(0, (h - crop[0]) // 2), max(0, (w - crop[1]) // 2)
-        rgb = rgb[top : top + crop[0], left : left + crop[1]]
+        rgb = centre_crop(rgb, crop)
     return np.ascontiguousarray(rgb)
 
 

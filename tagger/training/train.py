@@ -18,8 +18,9 @@ import torch
 
 from tagger.classify import CLIP_PLAN_FILE, load_spec, model_load_error
 from tagger.clips import sampling
-from tagger.clips.decode import DecodeJob, run_job
+from tagger.clips.decode import DecodeJob, make_job, run_job
 from tagger.fsutil import atomic_open
+from tagger.options import TagOptions
 from tagger.records import TaggerError
 from tagger.training import datasets
 from tagger.transforms import Preprocessing, to_model_input
@@ -95,15 +96,7 @@ class ClipDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     def job(self, video: datasets.LabeledVideo) -> DecodeJob:
         prep = self.prep
         if not self.train:
-            return DecodeJob(
-                video.path,
-                prep.num_frames,
-                self.stride,
-                clips=1,
-                short_side=prep.short_side,
-                size=prep.size,
-                crop=prep.crop,
-            )
+            return make_job(video.path, prep, self.stride, TagOptions(clips=1))
         height, width = prep.input_size
         low, high = (round(min(height, width) * s) for s in TRAIN_SCALE)
         return DecodeJob(
@@ -368,7 +361,7 @@ def evaluate(
     VideoMAE paper's multi-view evaluation (scores averaged over all views).
     """
     from tagger.classify import load_classifier
-    from tagger.pipeline import TagOptions, tag
+    from tagger.engines.local import tag
     from tagger.training.report import evaluate_predictions
 
     classifier = load_classifier(model, device=device, precision=precision, compile=compile)

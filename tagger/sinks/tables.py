@@ -1,0 +1,196 @@
+"""Whole tables: CSV, JSONL and Parquet, each replaced atomically when it is closed.
+
+A reader never sees a half-written table: rows go to a temporary file beside the target,
+which takes the target's name only once every row is there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from collections.abc import Iterable
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, ClassVar, Self
+
+from tagger.fsutil import atomic_open
+from tagger.names import display, is_utf8, json_text
+from tagger.records import FIELDS, OutputError, VideoResult
+
+_STRING_COLUMNS = ("path", "label", "labels", "scores", "model", "status", "error")
+_PARQUET_DTYPES: dict[str, str] = {
+    **dict.fromkeys(_STRING_COLUMNS, "string"),
+    "score": "float64",
+    "duration_s": "float64",
+    "clips": "int64",
+}
+#: Parquet only: the raw bytes of a name that is not UTF-8 (``path`` then holds \xNN escapes).
+PATH_BYTES = "path_bytes"
+
+
+def ordered(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the ``FIELDS`` keys in ``FIELDS`` order (path first)."""
+    return {name: row[name] for name in FIELDS}
+
+
+def csv_line(row: dict[str, Any]) -> str:
+    """One CSV row as ``csv`` writes it (None as an empty cell, ``\\r\\n`` at the end)."""
+    buf = io.StringIO()
+    csv.writer(buf).writerow([row[name] for name in FIELDS])
+    return buf.getvalue()
+
+
+def jsonl_line(row: dict[str, Any]) -> str:
+    return json_text(ordered(row)) + "\n"
+
+
+class Table:
+    """A table output with open (the constructor) / write / close; a ``with`` block that ends
+    in an exception leaves the old file as it was."""
+
+    name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]]
+    #: The file is only replaced as a whole: a failed write stops the run (see ``Outputs``).
+    per_file: ClassVar[bool] = False
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.count = 0
+        self._stack = ExitStack()
+
+    def write(self, result: VideoResult) -> None:
+        self.write_row(result.row())
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def done(self, result: VideoResult) -> bool:
+        return False
+
+    def remove(self, video_path: str) -> None:
+        pass
+
+    def close(self) -> None:
+        """Finish the table: it replaces the old file now."""
+        self._stack.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+class CsvTable(Table):
+    name, suffixes = "csv", (".csv",)
+
+    def __init__(self, path: str, stream: IO[str] | None = None) -> None:
+        super().__init__(path)
+        if stream is None:
+            # surrogateescape: a name that is not UTF-8 is written as its own bytes (tagger.names).
+            stream = self._stack.enter_context(atomic_open(path, "w", newline="", errors="surrogateescape"))
+        else:
+            if isinstance(stream, io.TextIOWrapper):
+                # A name that is not UTF-8 goes out as its own bytes, as in a CSV file.
+                stream.reconfigure(errors="surrogateescape")
+            self._stack.callback(stream.flush)
+        self._f = stream
+        self._f.write(csv_line(dict(zip(FIELDS, FIELDS, strict=True))))
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        self._f.write(csv_line(row))
+        self.count += 1
+
+
+class JsonlTable(Table):
+    name, suffixes = "jsonl", (".jsonl", ".ndjson")
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._f = self._stack.enter_context(atomic_open(path, "w"))
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        self._f.write(jsonl_line(row))
+        self.count += 1
+
+
+class ParquetTable(Table):
+    """Parquet is written in one piece, so its rows are collected (here, and only here)."""
+
+    name, suffixes = "parquet", (".parquet",)
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._rows: list[dict[str, Any]] = []
+        self._stack.callback(self._flush)
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        # Parquet strings must be UTF-8: names that are not get escapes, and their raw bytes.
+        out = ordered(row)
+        for name in _STRING_COLUMNS:
+            if isinstance(out[name], str):
+                out[name] = display(out[name])
+        out[PATH_BYTES] = None if is_utf8(row["path"]) else os.fsencode(row["path"])
+        self._rows.append(out)
+        self.count += 1
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self._stack.pop_all()  # nothing is written for a run that failed
+        super().__exit__(exc_type, exc, tb)
+
+    def _flush(self) -> None:
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        frame = pd.DataFrame(self._rows, columns=[*FIELDS, PATH_BYTES])
+        # Explicit dtypes: without them an all-error table (score all None) has object columns
+        # that pyarrow cannot type.
+        frame = frame.astype(_PARQUET_DTYPES)
+        schema = pa.Schema.from_pandas(frame.drop(columns=[PATH_BYTES]), preserve_index=False)
+        table = pa.Table.from_pandas(
+            frame, schema=schema.append(pa.field(PATH_BYTES, pa.binary())), preserve_index=False
+        )
+        with atomic_open(self.path, "wb") as f:
+            pq.write_table(table, f)
+
+
+TABLES: dict[str, type[Table]] = {cls.name: cls for cls in (CsvTable, JsonlTable, ParquetTable)}
+_BY_SUFFIX = {suffix: name for name, cls in TABLES.items() for suffix in cls.suffixes}
+TABLE_FORMATS: tuple[str, ...] = tuple(TABLES)
+
+
+def table_format(path: str) -> str:
+    """The table format for an output path: ``-`` is CSV on stdout, else from the suffix."""
+    if path == "-":
+        return "csv"
+    fmt = _BY_SUFFIX.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise OutputError(
+            f"cannot tell the output format of {display(path)!r}: use a .csv, .jsonl (or .ndjson) "
+            "or .parquet suffix, or '-' for CSV on stdout"
+        )
+    return fmt
+
+
+def open_table(path: str, stdout: IO[str] | None = None) -> Table:
+    """The table writer for ``path``, chosen by its suffix (``-``: CSV on stdout)."""
+    if path == "-":
+        return CsvTable(path, sys.stdout if stdout is None else stdout)
+    return TABLES[table_format(path)](path)
+
+
+def write_table(path: str, rows: Iterable[dict[str, Any]], stdout: IO[str] | None = None) -> int:
+    """Write rows (``FIELDS`` keys) to ``path`` (``-``: CSV on stdout); return the count."""
+    with open_table(path, stdout) as table:
+        for row in rows:
+            table.write_row(row)
+    return table.count
