@@ -26,6 +26,8 @@ from click.testing import CliRunner, Result
 from tagger import classify, fsutil
 from tagger import state as state_module
 from tagger.cli import cli
+from tagger.records import VideoFile, VideoResult
+from tagger.state import paths as state_paths
 
 
 def invoke(*args: str) -> Result:
@@ -231,7 +233,7 @@ def test_sqlite_errors_are_one_clear_line(
 ) -> None:
     real_connect = sqlite3.connect
     monkeypatch.setattr(
-        state_module.sqlite3, "connect", lambda *a, **k: _Failing(real_connect(*a, **k), message, code)
+        sqlite3, "connect", lambda *a, **k: _Failing(real_connect(*a, **k), message, code)
     )
     videos = one_video(tmp_path, video_factory)
     state = tmp_path / "state.db"
@@ -308,7 +310,7 @@ def nfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     share = tmp_path / "share"
     share.mkdir()
     monkeypatch.setattr(
-        state_module,
+        state_paths,
         "network_filesystem",
         lambda path: "nfs4" if os.path.realpath(path).startswith(str(share)) else None,
     )
@@ -351,9 +353,9 @@ def test_watch_with_sidecars_only_keeps_its_state_off_the_watched_share(
     # An earlier vidtag kept it in ROOT/.vidtag.db: its rows are copied over, not lost.
     with state_module.StateStore(nfs / ".vidtag.db") as old:
         old.record(
-            state_module.VideoFile(str(nfs / "a.mp4"), 1, 1),
+            VideoFile(str(nfs / "a.mp4"), 1, 1),
             "m",
-            state_module.VideoResult(str(nfs / "a.mp4")),
+            VideoResult(str(nfs / "a.mp4")),
         )
     done = invoke("watch", str(nfs), "--sidecar", "-m", str(tmp_path / "no-such-model"))
     assert done.exit_code == 2  # stopped at the model, after the state was chosen

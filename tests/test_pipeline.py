@@ -10,7 +10,7 @@ import pytest
 
 from tagger.clips import pool
 from tagger.clips.decode import DecodeJob, make_job, run_job
-from tagger.clips.pool import DecodePool, default_workers
+from tagger.clips.pool import DecodePool, InlineDecoder, default_workers
 from tagger.engines.aggregate import top_tags
 from tagger.engines.local import tag
 from tagger.options import TagOptions
@@ -54,6 +54,42 @@ def test_video_score_is_the_mean_over_its_clips(video_factory, classifier):
     assert per_clip.argmax(axis=1).tolist() != [per_clip[0].argmax()] * 4
     assert not np.allclose(per_clip[0], expected, atol=0.05)
     assert not np.allclose(per_clip.max(axis=0), expected, atol=0.05)
+
+
+def test_each_clip_keeps_its_span_and_scores(video_factory, classifier):
+    path = str(video_factory(["blue"] * 70 + ["green"] * 60 + ["red"] * 70, fps=10))
+    options = TagOptions(clips=4, top_k=3)
+    [result] = list(tag([path], classifier, options, decoder=InlineDecoder()))
+
+    _, clips = run_job(make_job(path, classifier.prep, classifier.stride, options))
+    per_clip = classifier.predict(np.stack([c.frames for c in clips]))
+    assert result.classes == tuple(classifier.labels)
+    assert [(c.start_s, c.end_s) for c in result.clip_scores] == [(c.start_s, c.end_s) for c in clips]
+    assert np.allclose([c.scores for c in result.clip_scores], per_clip, atol=1e-5)
+    # In time order, and the first and last clips see the first and last colours.
+    starts = [c.start_s for c in result.clip_scores]
+    assert starts == sorted(starts) and starts[-1] > 10
+    labels = [result.classes[int(np.argmax(c.scores))] for c in result.clip_scores]
+    assert (labels[0], labels[-1]) == ("blue", "red")
+
+
+def test_three_crops_of_a_clip_are_averaged_into_its_score(video_factory, classifier):
+    from tagger.clips.crops import views
+
+    from .conftest import COLORS
+
+    # Red, green and blue thirds side by side: each of the three crops sees another colour.
+    side = np.zeros((48, 144, 3), dtype=np.uint8)
+    for i, name in enumerate(("red", "green", "blue")):
+        side[:, 48 * i : 48 * (i + 1)] = COLORS[name]
+    path = str(video_factory(lambda i: side if i < 40 else None, size=(144, 48)))
+    options = TagOptions(clips=2, crops=3)
+    [result] = list(tag([path], classifier, options, decoder=InlineDecoder()))
+    _, clips = run_job(make_job(path, classifier.prep, classifier.stride, options))
+    for clip, scored in zip(clips, result.clip_scores, strict=True):
+        crops = classifier.predict(np.stack(views(clip.frames, classifier.prep.crop, 3)))
+        assert len({int(p.argmax()) for p in crops}) == 3  # the views do differ
+        assert np.allclose(scored.scores, crops.mean(axis=0), atol=1e-5)
 
 
 def test_action_only_in_the_second_half_is_found(video_factory, classifier):

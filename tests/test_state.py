@@ -227,3 +227,81 @@ def test_newer_format_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(TaggerError, match="newer"):
         StateStore(db)
+
+
+# --- result documents (format 3) -----------------------------------------------------------
+
+#: Written by vidtag's format-2 store (the output row as JSON in ``row``): an ok, an error, a
+#: removed, an unemitted row, a name that is not UTF-8 (a BLOB key) and a torn row.
+V2_FILE = Path(__file__).parent / "data" / "state-v2.db"
+V2_MODEL = "tiny@0123456789ab"
+
+
+def _clip_scored(path: str) -> VideoResult:
+    from tagger.records import ClipScore
+
+    return VideoResult(
+        path=path,
+        tags=(Tag("red", 0.7), Tag("blue", 0.3)),
+        clips=2,
+        duration_s=9.5,
+        model=V2_MODEL,
+        classes=("red", "blue"),
+        clip_scores=(ClipScore(0.0, 2.1, (0.9, 0.1)), ClipScore(6.0, 8.1, (0.5, 0.5))),
+    )
+
+
+def test_a_format_2_state_file_is_migrated_in_place(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    db = tmp_path / "state.db"
+    shutil.copy(V2_FILE, db)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+    weird = os.fsdecode(b"/library/caf\xe9.mp4")
+    with StateStore(db) as store:
+        ok = store.lookup(VideoFile("/library/ok.mp4", 1000, 111), V2_MODEL)
+        assert ok is not None
+        assert ok.tags == (Tag("red", 0.75), Tag("blue", 0.25))
+        assert (ok.clips, ok.duration_s, ok.clip_scores) == (2, 12.5, ())
+        found = store.find("/library/bad.mp4", V2_MODEL)
+        assert found is not None and found[1].error == "cannot decode: no video stream"
+        gone = store.find("/library/gone.mp4", V2_MODEL)
+        assert gone is not None and gone[1].status == "removed" and gone[1].tags[0].label == "blue"
+        assert [f.path for f, _ in store.unemitted(V2_MODEL)] == ["/library/pending.mp4"]
+        assert store.lookup(VideoFile(weird, 4000, 555), V2_MODEL) is not None
+        # The torn row reads as missing: its video is tagged again.
+        assert store.find("/library/torn.mp4", V2_MODEL) is None
+        # New results keep their clip scores in the migrated file.
+        store.record(VideoFile("/library/new.mp4", 7, 8), V2_MODEL, _clip_scored("/library/new.mp4"))
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+        assert "doc" in columns and "row" not in columns
+        doc = conn.execute("SELECT doc FROM results WHERE path = '/library/ok.mp4'").fetchone()[0]
+        assert '"format": 3' in doc
+    with StateStore(db) as store:  # a second open is a plain open
+        again = store.lookup(VideoFile("/library/new.mp4", 7, 8), V2_MODEL)
+        assert again == _clip_scored("/library/new.mp4")
+
+
+def test_clip_scores_and_classes_survive_a_reopen(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    file = VideoFile("/videos/a.mp4", 10, 20)
+    with StateStore(db) as store:
+        store.record(file, V2_MODEL, _clip_scored(file.path))
+    with StateStore(db) as store:
+        stored = store.lookup(file, V2_MODEL)
+    assert stored is not None
+    assert stored.classes == ("red", "blue")
+    assert [(c.start_s, c.end_s, c.scores) for c in stored.clip_scores] == [
+        (0.0, 2.1, (0.9, 0.1)),
+        (6.0, 8.1, (0.5, 0.5)),
+    ]
+    # The classes are kept once per model, not in every document.
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT classes FROM models").fetchall() == [('["red", "blue"]',)]
+        assert "classes" not in conn.execute("SELECT doc FROM results").fetchone()[0]

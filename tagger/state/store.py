@@ -1,21 +1,21 @@
-"""SQLite store of what vidtag has tagged: a run skips unchanged files and resumes after a kill.
+"""The SQLite store of results: one versioned result document per (path, model).
 
-For ``vidtag watch`` it also tracks which rows reached the appended output (``emitted``),
-follows renames and deletions, and holds a lock file so only one daemon uses a database.
+A document holds the verdict and every clip's scores (``VideoResult.document``), so a resumed
+run can still build a timeline; a model's classes are kept once, in ``models``. For ``vidtag
+watch`` the store also tracks which rows reached the appended output (``emitted``) and follows
+renames and deletions.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import hashlib
 import json
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,14 +23,16 @@ from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
 from tagger.names import display, is_utf8, json_text
-from tagger.records import LIVE_STATUSES, StateError, StatePathError, TaggerError, VideoFile, VideoResult
-from tagger.sources.mounts import network_filesystem
+from tagger.records import DOCUMENT_FORMAT, LIVE_STATUSES, StateError, TaggerError, VideoFile, VideoResult
+from tagger.state.locks import hold_lock, release_lock
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tagger.state")
 
 #: Stored in ``PRAGMA user_version``; bump it when the table layout changes.
-#: 1: results. 2: + ``emitted`` (migrated in place; old rows count as emitted).
-SCHEMA_VERSION = 2
+#: 1: results. 2: + ``emitted`` (old rows count as emitted). 3: ``row`` (the output row) becomes
+#: ``doc`` (the result document, with clip scores), + ``models`` (each model's classes).
+#: Each step migrates in place, in one transaction.
+SCHEMA_VERSION = DOCUMENT_FORMAT
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS results (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     status TEXT NOT NULL,
-    row TEXT NOT NULL,
+    doc TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     emitted INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (path, model)
@@ -47,18 +49,25 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 # Partial: the daemon asks for the few unemitted rows among a library's worth at each start.
+_MODELS = """
+CREATE TABLE IF NOT EXISTS models (
+    model TEXT PRIMARY KEY,
+    classes TEXT NOT NULL
+)
+"""
+
 _UNEMITTED_INDEX = """
 CREATE INDEX IF NOT EXISTS results_unemitted ON results (model) WHERE emitted = 0
 """
 
 _UPSERT = """
-INSERT INTO results (path, model, size, mtime_ns, status, row, updated_at, emitted)
+INSERT INTO results (path, model, size, mtime_ns, status, doc, updated_at, emitted)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (path, model) DO UPDATE SET
     size = excluded.size,
     mtime_ns = excluded.mtime_ns,
     status = excluded.status,
-    row = excluded.row,
+    doc = excluded.doc,
     updated_at = excluded.updated_at,
     emitted = excluded.emitted
 """
@@ -120,166 +129,29 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _parse(status: str, row: str) -> VideoResult | None:
-    """The stored result with the row's current status, or None if the row cannot be read."""
+def _parse(status: str, doc: str, classes: tuple[str, ...] = ()) -> VideoResult | None:
+    """The stored result with the row's current status, or None if the document cannot be read."""
     try:
-        result = VideoResult.from_row(json.loads(row))
+        result = VideoResult.from_document(json.loads(doc), classes)
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
-    # The status column is the truth: a removed row keeps its old result (tags) in ``row``.
+    # The status column is the truth: a removed row keeps its old result (tags) in ``doc``.
     return result if result.status == status else replace(result, status=status)
 
 
-def state_dir() -> Path:
-    """vidtag's own folder for state files, on a local disk in any sane setup.
-
-    ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``), else ``$XDG_STATE_HOME/vidtag``,
-    else ``~/.local/state/vidtag``.
-    """
-    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return Path(systemd)
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "vidtag"
-
-
-def default_state_path(output: str | None, roots: Sequence[str] = ()) -> str | None:
-    """Where the state lives when ``--state`` is not given.
-
-    Next to an output file (``labels.csv`` -> ``labels.csv.vidtag.db``) when that folder is on
-    a local file system. An output on NFS/SMB/FUSE, and a daemon that writes sidecars only, keep
-    it in :func:`state_dir` instead, named after the output or the roots: SQLite's locking and
-    WAL do not work over network file systems, and the watched share is often one. ``None``
-    (in memory) for a scan with no output file.
-    """
-    if output is not None and output != "-":
-        beside = output + ".vidtag.db"
-        if network_filesystem(os.path.dirname(os.path.abspath(beside))) is None:
-            return beside
-        key, name = os.path.abspath(output), os.path.basename(output)
-    elif roots:
-        key, name = "\0".join(sorted(os.path.abspath(r) for r in roots)), "watch"
-    else:
-        return None
-    digest = hashlib.sha256(os.fsencode(key)).hexdigest()[:16]
-    # A bounded, readable stem: the digest alone keys it, the name is for people.
-    stem = os.fsencode(display(name))[:80].decode("utf-8", errors="ignore")
-    return str(state_dir() / f"{stem}-{digest}.db")
-
-
-def resolve_state_path(
-    explicit: str | None, output: str | None, roots: Sequence[str] = (), allow_network: bool = False
-) -> str | None:
-    """The state file a run uses (``explicit`` or the default), checked before any model loads.
-
-    Raises ``StateError`` when it would be on a network file system and ``allow_network`` is
-    not set. The default folder is created (0o700) when it is missing.
-    """
-    path = explicit or default_state_path(output, roots)
-    if path is None:
-        return None
-    folder = os.path.dirname(os.path.abspath(path))
-    fstype = network_filesystem(folder)
-    if fstype is not None and not allow_network:
-        raise StatePathError(
-            f"state database {display(path)} would be on a network file system ({fstype}), where "
-            "SQLite's locks and WAL do not work; put --state on a local disk, or pass "
-            "--allow-network-state if this share is known to support them"
-        )
-    if explicit is None:
+def _migrate_rows(conn: sqlite3.Connection) -> None:
+    """Format 2 -> 3: each stored output row becomes a result document (with no clip scores,
+    which format 2 never kept). A row that cannot be read is left as it was: it reads as
+    missing, so its video is tagged again."""
+    conn.execute("ALTER TABLE results RENAME COLUMN row TO doc")
+    conn.execute(_MODELS)
+    for rowid, doc in conn.execute("SELECT rowid, doc FROM results").fetchall():
         try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise StateError(f"cannot create the state folder {display(folder)}: {e.strerror or e}") from e
-        if output is None and roots:
-            _adopt_legacy(os.path.join(roots[0], ".vidtag.db"), path)
-    return path
-
-
-def _adopt_legacy(legacy: str, path: str) -> None:
-    """Copy the state an earlier vidtag kept in ``ROOT/.vidtag.db`` (sidecars only) to ``path``.
-
-    SQLite's backup API copies a consistent snapshot; the old file is left where it is.
-    """
-    if os.path.exists(path) or not os.path.isfile(legacy):
-        return
-    # Copied beside, then renamed: a copy cut short must not pass for the state next time.
-    partial = f"{path}.{os.getpid()}.partial"
-    try:
-        source, target = sqlite3.connect(legacy), sqlite3.connect(partial)
-        try:
-            source.backup(target)
-        finally:
-            source.close()
-            target.close()
-        os.replace(partial, path)
-    except (sqlite3.Error, OSError) as e:
-        with suppress(OSError):
-            os.unlink(partial)
-        if isinstance(e, OSError):
-            raise StateError(
-                f"cannot copy the state {display(legacy)} to {display(path)}: {e.strerror or e}"
-            ) from e
-        raise state_error(legacy, e) from e
-    log.warning("copied the state of an earlier vidtag from %s to %s", display(legacy), display(path))
-
-
-def hold_lock(path: str) -> int:
-    """Claim ``path`` for this process (``<path>.lock``, flock, our pid inside); returns the fd.
-
-    One writer per output and per state file: a second vidtag on the same file (a scan
-    pointed at a running daemon's table, a second daemon) is refused with the holder's pid.
-    Released by :func:`release_lock` or when the process ends, however it ends.
-    """
-    lock_path = path + ".lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise TaggerError(
-            f"cannot lock {display(path)}: cannot open {display(lock_path)}: {e.strerror or e}"
-        ) from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pid = _read_pid(fd)
-        os.close(fd)
-        raise TaggerError(f"{display(path)} is in use by another vidtag process (pid {pid})") from None
-    except OSError as e:
-        os.close(fd)
-        raise TaggerError(f"cannot lock {display(path)}: {e.strerror or e}") from e
-    try:
-        # Write, then cut: a reader racing with us sees our pid first, never an empty file.
-        data = f"{os.getpid()}\n".encode("ascii")
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
-    except OSError:
-        pass  # the lock holds without the pid; the message then says "pid unknown"
-    return fd
-
-
-def release_lock(fd: int) -> None:
-    os.close(fd)
-
-
-@contextmanager
-def writer_locks(store: StateStore, output: str | None) -> Iterator[None]:
-    """One writer per output and per state file: claim both for a run (scan or daemon)."""
-    store.lock()
-    fd = None if output is None or output == "-" else hold_lock(output)
-    try:
-        yield
-    finally:
-        if fd is not None:
-            release_lock(fd)
-
-
-def _read_pid(fd: int) -> str:
-    try:
-        text = os.pread(fd, 64, 0).decode("ascii", errors="replace")
-    except OSError:
-        return "unknown"
-    pid = text.split("\n", 1)[0].strip()
-    return pid if pid.isdigit() else "unknown"
+            row = json.loads(doc)
+            new = json_text(VideoResult.from_row(row).document())
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        conn.execute("UPDATE results SET doc = ? WHERE rowid = ?", (new, rowid))
 
 
 class StateStore:
@@ -289,6 +161,8 @@ class StateStore:
         self.path = ":memory:" if path is None else str(path)
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
+        #: Each model's classes, as stored in ``models`` (read once, written once).
+        self._known: dict[str, tuple[str, ...]] = {}
         try:
             # Autocommit: each record() is its own committed statement, durable when it returns.
             self._conn = sqlite3.connect(
@@ -327,13 +201,16 @@ class StateStore:
                 )
             if version == 0:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-                if tables - {"results"}:
+                if tables - {"results", "models"}:
                     raise TaggerError(f"{self.path!r} is an SQLite database but not a vidtag state database")
                 conn.execute(_SCHEMA)
-            elif version == 1:
+                conn.execute(_MODELS)
+            if version == 1:
                 # Rows of format 1 were written by batch runs, whose table came from the store:
                 # they are already in an output, so they count as emitted (DEFAULT 1).
                 conn.execute("ALTER TABLE results ADD COLUMN emitted INTEGER NOT NULL DEFAULT 1")
+            if version in (1, 2):
+                _migrate_rows(conn)
             if version < SCHEMA_VERSION:
                 conn.execute(_UNEMITTED_INDEX)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -357,20 +234,31 @@ class StateStore:
                     conn.execute("ROLLBACK")
                 raise
 
+    def _classes(self, model: str) -> tuple[str, ...]:
+        """The classes stored for ``model`` (the caller holds the thread lock)."""
+        if model not in self._known:
+            found = self._conn.execute("SELECT classes FROM models WHERE model = ?", (model,)).fetchone()
+            try:
+                self._known[model] = tuple(json.loads(found[0])) if found else ()
+            except (ValueError, TypeError):
+                self._known[model] = ()
+        return self._known[model]
+
     @_guarded
     def _fetch(self, file: VideoFile, model: str) -> tuple[str, VideoResult] | None:
         with self._lock:
             found = self._conn.execute(
-                "SELECT size, mtime_ns, status, row FROM results WHERE path = ? AND model = ?",
+                "SELECT size, mtime_ns, status, doc FROM results WHERE path = ? AND model = ?",
                 (_key(file.path), model),
             ).fetchone()
+            classes = self._classes(model)
         if found is None:
             return None
-        size, mtime_ns, status, row = found
+        size, mtime_ns, status, doc = found
         if size != file.size or mtime_ns != file.mtime_ns:
             return None
         # A row this vidtag cannot read is as good as missing: the file gets re-tagged.
-        result = _parse(status, row)
+        result = _parse(status, doc, classes)
         return None if result is None else (status, result)
 
     def lookup(self, file: VideoFile, model: str) -> VideoResult | None:
@@ -388,11 +276,18 @@ class StateStore:
         ``emitted=False``: the row is not in the output yet; it is listed by :meth:`unemitted`
         until :meth:`mark_emitted` (record, append, mark: a kill in between loses nothing).
         """
-        row = json_text(result.row())
-        with self._lock:
-            self._conn.execute(
+        doc = json_text(result.document())
+        with self._transaction() as conn:
+            if result.classes and self._known.get(model) != result.classes:
+                conn.execute(
+                    "INSERT INTO models (model, classes) VALUES (?, ?) "
+                    "ON CONFLICT (model) DO UPDATE SET classes = excluded.classes",
+                    (model, json_text(list(result.classes))),
+                )
+                self._known[model] = result.classes
+            conn.execute(
                 _UPSERT,
-                (_key(file.path), model, file.size, file.mtime_ns, result.status, row, _now(), int(emitted)),
+                (_key(file.path), model, file.size, file.mtime_ns, result.status, doc, _now(), int(emitted)),
             )
 
     @_guarded
@@ -409,13 +304,14 @@ class StateStore:
         """Rows (any status) stored but not yet in the output, oldest first, to append again."""
         with self._lock:
             found = self._conn.execute(
-                "SELECT path, size, mtime_ns, status, row FROM results "
+                "SELECT path, size, mtime_ns, status, doc FROM results "
                 "WHERE model = ? AND emitted = 0 ORDER BY updated_at, rowid",
                 (model,),
             ).fetchall()
+            classes = self._classes(model)
         out = []
-        for path, size, mtime_ns, status, row in found:
-            result = _parse(status, row)
+        for path, size, mtime_ns, status, doc in found:
+            result = _parse(status, doc, classes)
             if result is not None:
                 out.append((VideoFile(_path(path), size, mtime_ns), result))
         return out
@@ -425,13 +321,14 @@ class StateStore:
         """The stored row of ``path`` whatever its size, mtime and status (the file as stored)."""
         with self._lock:
             found = self._conn.execute(
-                "SELECT size, mtime_ns, status, row FROM results WHERE path = ? AND model = ?",
+                "SELECT size, mtime_ns, status, doc FROM results WHERE path = ? AND model = ?",
                 (_key(path), model),
             ).fetchone()
+            classes = self._classes(model)
         if found is None:
             return None
-        size, mtime_ns, status, row = found
-        result = _parse(status, row)
+        size, mtime_ns, status, doc = found
+        result = _parse(status, doc, classes)
         return None if result is None else (VideoFile(path, size, mtime_ns), result)
 
     @_guarded
@@ -446,26 +343,26 @@ class StateStore:
             return None
         with self._transaction() as conn:
             found = conn.execute(
-                "SELECT size, mtime_ns, status, row FROM results WHERE path = ? AND model = ?",
+                "SELECT size, mtime_ns, status, doc FROM results WHERE path = ? AND model = ?",
                 (_key(src), model),
             ).fetchone()
             if found is None:
                 return None
-            size, mtime_ns, status, row = found
+            size, mtime_ns, status, stored = found
             if status not in LIVE_STATUSES or (size, mtime_ns) != (dst.size, dst.mtime_ns):
                 return None
             try:
-                doc = json.loads(row)
+                doc = json.loads(stored)
                 if not isinstance(doc, dict):
                     return None
                 doc["path"] = dst.path
-                result = VideoResult.from_row(doc)
+                result = VideoResult.from_document(doc, self._classes(model))
             except (ValueError, TypeError, KeyError):
                 return None
             conn.execute("DELETE FROM results WHERE path = ? AND model = ?", (_key(dst.path), model))
-            # The stored row is edited, not rebuilt from the result, so nothing in it is lost.
+            # The stored document is edited, not rebuilt from the result, so nothing in it is lost.
             conn.execute(
-                "UPDATE results SET path = ?, row = ?, updated_at = ?, emitted = ? "
+                "UPDATE results SET path = ?, doc = ?, updated_at = ?, emitted = ? "
                 "WHERE path = ? AND model = ?",
                 (_key(dst.path), json_text(doc), _now(), int(emitted), _key(src), model),
             )
@@ -481,11 +378,12 @@ class StateStore:
         """
         with self._transaction() as conn:
             found = conn.execute(
-                "SELECT status, row FROM results WHERE path = ? AND model = ?", (_key(path), model)
+                "SELECT status, doc FROM results WHERE path = ? AND model = ?", (_key(path), model)
             ).fetchone()
             if found is None:
                 return None
-            status, row = found
+            status, doc = found
+            classes = self._classes(model)
             if not keep:
                 conn.execute("DELETE FROM results WHERE path = ? AND model = ?", (_key(path), model))
             elif status != "removed":
@@ -494,7 +392,7 @@ class StateStore:
                     "WHERE path = ? AND model = ?",
                     (_now(), int(emitted), _key(path), model),
                 )
-        return _parse(status, row)
+        return _parse(status, doc, classes)
 
     @_guarded
     def paths_under(self, root: str, model: str) -> list[str]:
