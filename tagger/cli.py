@@ -380,7 +380,7 @@ def labels(model: str) -> None:
     Example:
       vidtag labels -m kinetics-400
     """
-    from tagger.classify import labels_of, load_config, resolve_model
+    from tagger.models import labels_of, load_config, resolve_model
 
     try:
         names = labels_of(load_config(resolve_model(model)))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from tagger.classify import load_spec
 from tagger.clips.decode import make_job, run_job
 from tagger.fsutil import atomic_open
+from tagger.models import load_spec
 from tagger.options import MAX_DURATION_S, MAX_PIXELS, TagOptions
 from tagger.transforms import to_display, to_model_input
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tagger import classify
-from tagger.classify import load_classifier, resolve_model, resolve_precision
+from tagger import classify, models
+from tagger.classify import load_classifier, resolve_precision
+from tagger.models import resolve_model
 from tagger.records import ModelLoadError, TaggerError
 
 from .conftest import TINY_FRAMES, TINY_SIZE, TINY_STRIDE
@@ -221,7 +222,7 @@ def test_the_alias_registry_ships_inside_the_wheel(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         assert "tagger/registry.toml" in zf.namelist()
         shipped = zf.read("tagger/registry.toml").decode()
-    assert "kinetics-400" in shipped and classify.REGISTRY.read_text() == shipped
+    assert "kinetics-400" in shipped and models.REGISTRY.read_text() == shipped
 
 
 def test_a_model_without_its_preprocessor_and_clip_plan_says_which_defaults_it_uses(
@@ -232,12 +233,12 @@ def test_a_model_without_its_preprocessor_and_clip_plan_says_which_defaults_it_u
     (copy / "vidtag.json").unlink()
     (copy / "preprocessor_config.json").unlink()
     with caplog.at_level("WARNING", logger="tagger.classify"):
-        spec = classify.load_spec(str(copy))
+        spec = models.load_spec(str(copy))
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "preprocessor_config.json" in said and "ImageNet normalisation" in said
     assert "vidtag.json" in said and "frame stride 4" in said
     assert spec.stride == 4
     caplog.clear()
     with caplog.at_level("WARNING", logger="tagger.classify"):
-        classify.load_spec(str(tiny_model))  # a complete model directory says nothing
+        models.load_spec(str(tiny_model))  # a complete model directory says nothing
     assert not caplog.records

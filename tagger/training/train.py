@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from tagger.classify import CLIP_PLAN_FILE, load_spec, model_load_error
 from tagger.clips import sampling
 from tagger.clips.decode import DecodeJob, make_job, run_job
 from tagger.fsutil import atomic_open
+from tagger.models import CLIP_PLAN_FILE, load_spec, model_load_error
 from tagger.options import TagOptions
 from tagger.records import TaggerError
 from tagger.training import datasets
