@@ -1,14 +1,15 @@
 """The nouns of vidtag: what flows between discovery, decoding, the model and the sinks.
 
-Frozen dataclasses with no torch import, so sinks, ``--help`` and most tests stay light.
+Frozen dataclasses with no torch (nor numpy) import, so ``--help`` and the sinks stay light.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The output schema, one row per video (DESIGN.md "Outputs").
 FIELDS: tuple[str, ...] = (

@@ -1,143 +1,35 @@
-"""The ``vidtag`` command: thin Click commands over the tagger library.
+"""The ``vidtag`` command: each command is its options and one call into the library.
 
 Heavy modules (torch, transformers, av) are imported inside commands so ``--help`` is instant.
+The options several commands share, and how an error becomes an exit code, are in ``params``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from tagger import __version__
 from tagger import options as defaults
-from tagger.records import InputError, TaggerError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageFailure(click.ClickException):
-    """A bad model or device found after parsing: still the user's input, so exit 2."""
-
-    exit_code = EXIT_USAGE
-
-
-class DeviceType(click.ParamType):
-    name = "DEVICE"
-    _pattern = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if not self._pattern.match(str(value)):
-            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N", param, ctx)
-        return str(value)
-
-
-def _writable_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A file vidtag will create: its folder must exist and take new files (checked for real)."""
-    if value is None or value == "-":
-        return value
-    from tagger.fsutil import check_writable
-    from tagger.names import display
-
-    folder = os.path.dirname(os.path.abspath(value))
-    if not os.path.isdir(folder):
-        raise click.BadParameter(f"folder {display(folder)} does not exist")
-    try:
-        check_writable(value)
-    except TaggerError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
-
-
-def _output_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    from tagger.sinks import table_format
-
-    try:
-        table_format(value)
-    except TaggerError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return _writable_file(ctx, param, value)
-
-
-def state_options(f: F) -> F:
-    f = click.option(
-        "--allow-network-state",
-        is_flag=True,
-        help="Allow --state on NFS/SMB/FUSE (SQLite's locks and WAL need a local disk).",
-    )(f)
-    return click.option(
-        "--state",
-        type=click.Path(dir_okay=False, path_type=str),
-        callback=_writable_file,
-        default=None,
-        help="SQLite file of finished videos [default: OUTPUT.vidtag.db on a local disk, "
-        "else under $XDG_STATE_HOME/vidtag/].",
-    )(f)
-
-
-def model_option(f: F) -> F:
-    return click.option(
-        "-m",
-        "--model",
-        default=defaults.DEFAULT_MODEL,
-        show_default=True,
-        envvar="VIDTAG_MODEL",
-        help="Alias from tagger/registry.toml, Hugging Face hub id, or local model directory.",
-    )(f)
-
-
-def inference_options(f: F) -> F:
-    f = click.option(
-        "--precision",
-        type=click.Choice(defaults.PRECISIONS),
-        default="auto",
-        show_default=True,
-        help="auto: bf16 on CUDA and on CPUs with bf16 matrix units, else fp32.",
-    )(f)
-    f = click.option(
-        "--device", type=DeviceType(), default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
-    )(f)
-    f = click.option(
-        "--compile", "compile_model", is_flag=True, help="torch.compile the model (long GPU runs)."
-    )(f)
-    return model_option(f)
-
-
-def clip_options(f: F) -> F:
-    f = click.option(
-        "--max-duration",
-        type=click.FloatRange(min=1),
-        default=defaults.MAX_DURATION_S,
-        show_default=True,
-        help="Refuse videos longer than this many seconds.",
-    )(f)
-    f = click.option(
-        "--max-pixels",
-        type=click.IntRange(min=1),
-        default=defaults.MAX_PIXELS,
-        show_default=True,
-        help="Refuse frames larger than this (width x height).",
-    )(f)
-    return click.option(
-        "--clips",
-        type=click.IntRange(1, 64),
-        default=None,
-        help="Clips per video, spread over its whole length [default: one per ~10 s, 1 to 8].",
-    )(f)
-
-
-def _fail(exc: TaggerError) -> click.ClickException:
-    if isinstance(exc, InputError):
-        return UsageFailure(str(exc))
-    return click.ClickException(str(exc))
+from tagger.cli.params import (
+    EXIT_FAILED,
+    EXIT_OK,
+    append_path,
+    clip_options,
+    daemon_options,
+    fail,
+    inference_options,
+    model_option,
+    output_path,
+    state_options,
+    tag_options,
+    tagging_options,
+    writable_file,
+)
+from tagger.records import TaggerError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,76 +43,12 @@ def cli(ctx: click.Context, verbose: int) -> None:
     logs.setup(verbose, daemon=ctx.invoked_subcommand == "watch")
 
 
-def tagging_options(f: F) -> F:
-    """What scan and watch share: the model, the clips, what to keep, and the decoders."""
-    for option in reversed(
-        [
-            click.option(
-                "--top-k",
-                type=click.IntRange(min=1),
-                default=defaults.TOP_K,
-                show_default=True,
-                help="Labels kept per video.",
-            ),
-            click.option(
-                "--threshold",
-                type=click.FloatRange(0, 1),
-                default=None,
-                help="Drop labels scoring under this.",
-            ),
-            click.option(
-                "--batch-size",
-                type=click.IntRange(min=1),
-                default=None,
-                help="Clips per forward pass [default: 32 on CUDA, 1 on CPU].",
-            ),
-            click.option(
-                "--workers",
-                type=click.IntRange(min=1),
-                default=None,
-                help="Decode processes [default: half the cores on CPU, all but one with CUDA].",
-            ),
-            click.option(
-                "--timeout",
-                type=click.FloatRange(min=1),
-                default=defaults.DECODE_TIMEOUT_S,
-                show_default=True,
-                help="Seconds allowed to decode one file.",
-            ),
-            click.option(
-                "--include", multiple=True, metavar="GLOB", help="Only files matching GLOB (repeatable)."
-            ),
-            click.option(
-                "--exclude", multiple=True, metavar="GLOB", help="Skip files and folders matching GLOB."
-            ),
-            click.option(
-                "--sidecar", is_flag=True, help="Also write <video>.<ext>.vidtag.json next to each video."
-            ),
-        ]
-    ):
-        f = option(f)
-    return clip_options(inference_options(f))
-
-
-def _tag_options(params: dict[str, Any]) -> defaults.TagOptions:
-    return defaults.TagOptions(
-        clips=params["clips"],
-        top_k=params["top_k"],
-        threshold=params["threshold"],
-        batch_size=params["batch_size"],
-        workers=params["workers"],
-        timeout_s=params["timeout"],
-        max_pixels=params["max_pixels"],
-        max_duration_s=params["max_duration"],
-    )
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
 @click.option(
     "-o",
     "--output",
-    callback=_output_path,
+    callback=output_path,
     help="Table to write: .csv, .jsonl or .parquet; '-' for CSV on stdout "
     "[default: stdout unless --sidecar].",
 )
@@ -247,7 +75,7 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
             device=params["device"],
             precision=params["precision"],
             compile=params["compile_model"],
-            options=_tag_options(params),
+            options=tag_options(params),
             filter=VideoFilter(include=params["include"], exclude=params["exclude"], hidden=params["hidden"]),
             state=state,
             sidecars=("json",) if params["sidecar"] else (),
@@ -256,71 +84,27 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
             reporter=progress.Reporter,
         )
     except TaggerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     progress.print_summary(summary)
     sys.exit(EXIT_OK if summary.ok else EXIT_FAILED)
-
-
-def _append_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    value = _output_path(ctx, param, value)
-    if value is not None and (value == "-" or value.lower().endswith(".parquet")):
-        raise click.BadParameter("watch appends rows as videos finish: use a .csv or .jsonl file")
-    return value
 
 
 @cli.command()
 @click.argument(
     "roots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=str)
 )
-@click.option("-o", "--output", callback=_append_path, help="CSV or JSONL file that rows are appended to.")
+@click.option("-o", "--output", callback=append_path, help="CSV or JSONL file that rows are appended to.")
 @tagging_options
 @state_options
 @click.option(
     "--log",
     "log_file",
     type=click.Path(dir_okay=False, path_type=str),
-    callback=_writable_file,
+    callback=writable_file,
     default=None,
     help="Append the log to this file (reopened when logrotate moves it) [default: stderr].",
 )
-@click.option(
-    "--settle",
-    type=click.FloatRange(min=0),
-    default=defaults.WatchOptions.settle_s,
-    show_default=True,
-    help="Seconds a file's size and mtime must stay unchanged before it is tagged.",
-)
-@click.option(
-    "--rescan",
-    type=click.FloatRange(min=1),
-    default=defaults.WatchOptions.rescan_s,
-    show_default=True,
-    help="Seconds between full rescans that catch events the observer missed.",
-)
-@click.option(
-    "--poll/--no-poll", default=None, help="Poll instead of inotify [default: poll only on NFS/SMB/FUSE]."
-)
-@click.option(
-    "--on-delete",
-    type=click.Choice(defaults.ON_DELETE),
-    default=defaults.WatchOptions.on_delete,
-    show_default=True,
-    help="keep: mark a deleted video's row removed; remove: drop it and its sidecar.",
-)
-@click.option(
-    "--retries",
-    type=click.IntRange(min=0),
-    default=defaults.WatchOptions.retries,
-    show_default=True,
-    help="Times a settled file that fails to decode is tried again (with back-off).",
-)
-@click.option(
-    "--status-every",
-    type=click.FloatRange(min=1),
-    default=defaults.WatchOptions.status_every_s,
-    show_default=True,
-    help="Seconds between status lines in the log.",
-)
+@daemon_options
 def watch(
     roots: tuple[str, ...],
     output: str | None,
@@ -360,7 +144,7 @@ def watch(
             device=params["device"],
             precision=params["precision"],
             compile=params["compile_model"],
-            options=_tag_options(params),
+            options=tag_options(params),
             watch=watching,
             state=state,
             sidecars=("json",) if params["sidecar"] else (),
@@ -368,7 +152,7 @@ def watch(
             log_file=log_file,
         )
     except TaggerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 @cli.command()
@@ -385,7 +169,7 @@ def labels(model: str) -> None:
     try:
         names = labels_of(load_config(resolve_model(model)))
     except TaggerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     for name in names:
         click.echo(name)
 
@@ -413,7 +197,7 @@ def preview(
             video, gif_path, model, clips=clips, max_pixels=max_pixels, max_duration_s=max_duration
         )
     except TaggerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     click.echo(f"wrote {gif_path}: {count} clip(s) of the frames the model sees", err=True)
 
 
@@ -488,7 +272,7 @@ def finetune(data_dir: str, out: str, check_only: bool, **settings: Any) -> None
             sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
         run_finetune(options)
     except TaggerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     # Under torchrun or accelerate only the first process writes the model, so only it says so.
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"saved {out}", err=True)
@@ -556,7 +340,7 @@ def evaluate(
             for path in write_report(report, out, prefix=Path(split_dir).name or "eval"):
                 click.echo(f"wrote {path}", err=True)
     except TaggerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 def main() -> None:

@@ -1,0 +1,256 @@
+"""The options the commands share, their checks, and how an error becomes an exit code."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from tagger import options as defaults
+from tagger.records import InputError, TaggerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageFailure(click.ClickException):
+    """A bad model or device found after parsing: still the user's input, so exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class DeviceType(click.ParamType):
+    name = "DEVICE"
+    _pattern = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not self._pattern.match(str(value)):
+            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N", param, ctx)
+        return str(value)
+
+
+def writable_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A file vidtag will create: its folder must exist and take new files (checked for real)."""
+    if value is None or value == "-":
+        return value
+    from tagger.fsutil import check_writable
+    from tagger.names import display
+
+    folder = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"folder {display(folder)} does not exist")
+    try:
+        check_writable(value)
+    except TaggerError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def output_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from tagger.sinks import table_format
+
+    try:
+        table_format(value)
+    except TaggerError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return writable_file(ctx, param, value)
+
+
+def state_options(f: F) -> F:
+    f = click.option(
+        "--allow-network-state",
+        is_flag=True,
+        help="Allow --state on NFS/SMB/FUSE (SQLite's locks and WAL need a local disk).",
+    )(f)
+    return click.option(
+        "--state",
+        type=click.Path(dir_okay=False, path_type=str),
+        callback=writable_file,
+        default=None,
+        help="SQLite file of finished videos [default: OUTPUT.vidtag.db on a local disk, "
+        "else under $XDG_STATE_HOME/vidtag/].",
+    )(f)
+
+
+def model_option(f: F) -> F:
+    return click.option(
+        "-m",
+        "--model",
+        default=defaults.DEFAULT_MODEL,
+        show_default=True,
+        envvar="VIDTAG_MODEL",
+        help="Alias from tagger/registry.toml, Hugging Face hub id, or local model directory.",
+    )(f)
+
+
+def inference_options(f: F) -> F:
+    f = click.option(
+        "--precision",
+        type=click.Choice(defaults.PRECISIONS),
+        default="auto",
+        show_default=True,
+        help="auto: bf16 on CUDA and on CPUs with bf16 matrix units, else fp32.",
+    )(f)
+    f = click.option(
+        "--device", type=DeviceType(), default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+    )(f)
+    f = click.option(
+        "--compile", "compile_model", is_flag=True, help="torch.compile the model (long GPU runs)."
+    )(f)
+    return model_option(f)
+
+
+def clip_options(f: F) -> F:
+    f = click.option(
+        "--max-duration",
+        type=click.FloatRange(min=1),
+        default=defaults.MAX_DURATION_S,
+        show_default=True,
+        help="Refuse videos longer than this many seconds.",
+    )(f)
+    f = click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        default=defaults.MAX_PIXELS,
+        show_default=True,
+        help="Refuse frames larger than this (width x height).",
+    )(f)
+    return click.option(
+        "--clips",
+        type=click.IntRange(1, 64),
+        default=None,
+        help="Clips per video, spread over its whole length [default: one per ~10 s, 1 to 8].",
+    )(f)
+
+
+def fail(exc: TaggerError) -> click.ClickException:
+    if isinstance(exc, InputError):
+        return UsageFailure(str(exc))
+    return click.ClickException(str(exc))
+
+
+def tagging_options(f: F) -> F:
+    """What scan and watch share: the model, the clips, what to keep, and the decoders."""
+    for option in reversed(
+        [
+            click.option(
+                "--top-k",
+                type=click.IntRange(min=1),
+                default=defaults.TOP_K,
+                show_default=True,
+                help="Labels kept per video.",
+            ),
+            click.option(
+                "--threshold",
+                type=click.FloatRange(0, 1),
+                default=None,
+                help="Drop labels scoring under this.",
+            ),
+            click.option(
+                "--batch-size",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Clips per forward pass [default: 32 on CUDA, 1 on CPU].",
+            ),
+            click.option(
+                "--workers",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Decode processes [default: half the cores on CPU, all but one with CUDA].",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=1),
+                default=defaults.DECODE_TIMEOUT_S,
+                show_default=True,
+                help="Seconds allowed to decode one file.",
+            ),
+            click.option(
+                "--include", multiple=True, metavar="GLOB", help="Only files matching GLOB (repeatable)."
+            ),
+            click.option(
+                "--exclude", multiple=True, metavar="GLOB", help="Skip files and folders matching GLOB."
+            ),
+            click.option(
+                "--sidecar", is_flag=True, help="Also write <video>.<ext>.vidtag.json next to each video."
+            ),
+        ]
+    ):
+        f = option(f)
+    return clip_options(inference_options(f))
+
+
+def tag_options(params: dict[str, Any]) -> defaults.TagOptions:
+    return defaults.TagOptions(
+        clips=params["clips"],
+        top_k=params["top_k"],
+        threshold=params["threshold"],
+        batch_size=params["batch_size"],
+        workers=params["workers"],
+        timeout_s=params["timeout"],
+        max_pixels=params["max_pixels"],
+        max_duration_s=params["max_duration"],
+    )
+
+
+def append_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    value = output_path(ctx, param, value)
+    if value is not None and (value == "-" or value.lower().endswith(".parquet")):
+        raise click.BadParameter("watch appends rows as videos finish: use a .csv or .jsonl file")
+    return value
+
+
+def daemon_options(f: F) -> F:
+    """How the daemon waits, rescans, retries and reacts to deletions (``WatchOptions``)."""
+    for option in reversed(
+        [
+            click.option(
+                "--settle",
+                type=click.FloatRange(min=0),
+                default=defaults.WatchOptions.settle_s,
+                show_default=True,
+                help="Seconds a file's size and mtime must stay unchanged before it is tagged.",
+            ),
+            click.option(
+                "--rescan",
+                type=click.FloatRange(min=1),
+                default=defaults.WatchOptions.rescan_s,
+                show_default=True,
+                help="Seconds between full rescans that catch events the observer missed.",
+            ),
+            click.option(
+                "--poll/--no-poll",
+                default=None,
+                help="Poll instead of inotify [default: poll only on NFS/SMB/FUSE].",
+            ),
+            click.option(
+                "--on-delete",
+                type=click.Choice(defaults.ON_DELETE),
+                default=defaults.WatchOptions.on_delete,
+                show_default=True,
+                help="keep: mark a deleted video's row removed; remove: drop it and its sidecar.",
+            ),
+            click.option(
+                "--retries",
+                type=click.IntRange(min=0),
+                default=defaults.WatchOptions.retries,
+                show_default=True,
+                help="Times a settled file that fails to decode is tried again (with back-off).",
+            ),
+            click.option(
+                "--status-every",
+                type=click.FloatRange(min=1),
+                default=defaults.WatchOptions.status_every_s,
+                show_default=True,
+                help="Seconds between status lines in the log.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
