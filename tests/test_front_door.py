@@ -18,7 +18,7 @@ def test_import_tagger_is_light_and_lists_its_names() -> None:
     code = "import sys, tagger; names = dir(tagger); print('torch' in sys.modules, names)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.stdout.startswith("False"), done.stderr
-    for name in ("scan_videos", "load_classifier", "tag", "TagOptions", "VideoResult"):
+    for name in ("scan_videos", "watch_videos", "load_classifier", "tag", "TagOptions", "VideoResult"):
         assert name in done.stdout
 
 
@@ -41,6 +41,9 @@ def test_the_readme_python_example_runs(tmp_path, tiny_model, video_factory, mon
     said = capsys.readouterr().out.splitlines()
     assert said[0] == "2 tagged, 0 already tagged, 0 failed"
     assert said[1].startswith("videos/a.mp4 [('red',")
+    # One line per clip, with its span and its best class.
+    clips = said[2:]
+    assert clips and all(re.fullmatch(r"  +[\d.]+- *[\d.]+ s  red", line) for line in clips)
     with open(tmp_path / "labels.csv", newline="") as f:
         rows = {Path(r["path"]).name: r["label"] for r in csv.DictReader(f)}
     assert rows == {"a.mp4": "red", "b.mp4": "blue"}
