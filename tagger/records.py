@@ -46,10 +46,6 @@ class VideoTooLargeError(DecodeError):
     """A video exceeds the size or duration caps (decoder-bomb guard)."""
 
 
-class DecodeTimeoutError(DecodeError):
-    """Decoding one file took longer than the per-file timeout."""
-
-
 class InputError(TaggerError):
     """The user's input is wrong, though it parsed: the CLI exits 2 (a usage error)."""
 

@@ -12,9 +12,9 @@ from tagger.clips.sampling import (
     DEFAULT_STRIDE,
     MAX_AUTO_CLIPS,
     auto_clip_count,
+    clip_at,
     clip_indices,
     clip_span,
-    random_clip,
     uniform_clips,
 )
 
@@ -128,11 +128,11 @@ def test_clip_indices_rejects_empty_video() -> None:
 
 
 @pytest.mark.parametrize("total", [61, 62, 100, 5000])
-def test_random_clip_in_range(total: int) -> None:
+def test_clip_at_a_random_fraction_in_range(total: int) -> None:
     rng = random.Random(1)
     starts = set()
     for _ in range(200):
-        indices = random_clip(total, 16, 4, rng)
+        indices = clip_at(total, 16, 4, rng.random())
         assert len(indices) == 16
         assert indices[0] >= 0 and indices[-1] <= total - 1
         assert [b - a for a, b in itertools.pairwise(indices)] == [4] * 15
@@ -143,23 +143,23 @@ def test_random_clip_in_range(total: int) -> None:
         assert starts == {0}
 
 
-def test_random_clip_reaches_both_ends() -> None:
+def test_clip_at_a_random_fraction_reaches_both_ends() -> None:
     rng = random.Random(0)
-    starts = {random_clip(64, 16, 4, rng)[0] for _ in range(300)}
+    starts = {clip_at(64, 16, 4, rng.random())[0] for _ in range(300)}
     assert starts == {0, 1, 2, 3}
 
 
-def test_random_clip_reproducible() -> None:
-    a = [random_clip(1000, 16, 4, random.Random(42)) for _ in range(3)]
+def test_clip_at_a_random_fraction_reproducible() -> None:
+    a = [clip_at(1000, 16, 4, random.Random(42).random()) for _ in range(3)]
     rng1, rng2 = random.Random(7), random.Random(7)
-    seq1 = [random_clip(1000, 16, 4, rng1) for _ in range(20)]
-    seq2 = [random_clip(1000, 16, 4, rng2) for _ in range(20)]
+    seq1 = [clip_at(1000, 16, 4, rng1.random()) for _ in range(20)]
+    seq2 = [clip_at(1000, 16, 4, rng2.random()) for _ in range(20)]
     assert a[0] == a[1] == a[2]
     assert seq1 == seq2
     assert len({tuple(c) for c in seq1}) > 1
 
 
-def test_random_clip_short_video_stretched() -> None:
-    indices = random_clip(10, 16, 4, random.Random(0))
+def test_clip_at_a_random_fraction_short_video_stretched() -> None:
+    indices = clip_at(10, 16, 4, random.Random(0).random())
     assert indices == uniform_clips(10, 16, 4, 1)[0]
     assert indices[0] == 0 and indices[-1] == 9

@@ -8,7 +8,6 @@ every ``stride`` frames), so a model sees at tagging time the clips it saw when 
 from __future__ import annotations
 
 import math
-import random
 
 #: The fine-tuning guide samples 16 frames over 64 (sample_rate 4); used when the model
 #: directory does not record its own stride.
@@ -60,8 +59,3 @@ def clip_at(total: int, num_frames: int, stride: int, fraction: float) -> list[i
     span = clip_span(num_frames, stride)
     start = round(min(1.0, max(0.0, fraction)) * (total - span)) if total >= span else 0
     return clip_indices(start, num_frames, stride, total)
-
-
-def random_clip(total: int, num_frames: int, stride: int, rng: random.Random) -> list[int]:
-    """One clip at a random position (training)."""
-    return clip_at(total, num_frames, stride, rng.random())
