@@ -1,4 +1,5 @@
-"""Tests for tagger.training.datasets: folder layouts, the leak-free auto split, saved splits, checks."""
+"""Tests for tagger.training.datasets and .checks: folder layouts, the leak-free auto split, saved
+splits, checks."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from tagger.records import DecodeError, TaggerError, VideoInfo
+from tagger.training.checks import CheckResult, check_dataset
 from tagger.training.datasets import (
     SPLITS,
-    CheckResult,
     Dataset,
     LabeledVideo,
-    check_dataset,
     fingerprint,
     group_of,
     load_dataset,

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tagger.clips.decode as decode_mod
+import tagger.clips.probe as probe_mod
 from tagger.clips import sampling
 from tagger.clips.decode import DecodeJob, decode_clips, probe, run_job
 from tagger.records import DecodeError
@@ -556,10 +557,17 @@ def test_raw_stream_rate(raw_h264: Path) -> None:
 def test_raw_stream_rate_without_packet_durations(raw_h264: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """When counting the packets gives no duration, the rate still comes from the stream's own
     timing (guessed_rate, from the SPS) rather than the raw demuxer's default of 25."""
-    monkeypatch.setattr(decode_mod, "_count_packets", lambda path: (TS_FRAMES, None))
+    counted: list[str] = []
+
+    def count_without_duration(path: str) -> tuple[int, float | None]:
+        counted.append(path)
+        return TS_FRAMES, None
+
+    monkeypatch.setattr(probe_mod, "_count_packets", count_without_duration)
     with av.open(str(raw_h264)) as container:
         stream = container.streams.video[0]
         assert (stream.average_rate, stream.guessed_rate) == (25, FPS)
     info = probe(str(raw_h264))
+    assert counted, "probe did not count packets through the patched function"
     assert info.fps == pytest.approx(FPS, abs=1e-6)
     assert info.duration_s == pytest.approx(TS_FRAMES / FPS, abs=1e-6)

@@ -232,9 +232,7 @@ def test_sqlite_errors_are_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, video_factory: Any, tiny_model: Path, message, code, said
 ) -> None:
     real_connect = sqlite3.connect
-    monkeypatch.setattr(
-        sqlite3, "connect", lambda *a, **k: _Failing(real_connect(*a, **k), message, code)
-    )
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: _Failing(real_connect(*a, **k), message, code))
     videos = one_video(tmp_path, video_factory)
     state = tmp_path / "state.db"
     done = invoke(

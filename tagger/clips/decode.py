@@ -1,4 +1,5 @@
-"""Probe a video and cut its planned clips with PyAV (the only module that imports ``av``).
+"""Cut the planned clips of a video with PyAV (the clips/ decode and probe modules are the only
+ones importing ``av``).
 
 Runs inside decode worker processes: a job goes in, ``(VideoInfo, [Clip])`` comes out.
 """
@@ -6,10 +7,8 @@ Runs inside decode worker processes: a job goes in, ``(VideoInfo, [Clip])`` come
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import av
@@ -18,22 +17,29 @@ from av.video.reformatter import VideoReformatter
 
 from tagger.clips import sampling
 from tagger.clips.crops import centre_crop
+from tagger.clips.probe import (
+    as_float,
+    ffmpeg_message,
+    frame_rotation,
+    open_video,
+    probe,
+    probe_stream,
+    turned,
+    video_stream,
+)
 from tagger.options import MAX_DURATION_S as DEFAULT_MAX_DURATION_S
 from tagger.options import MAX_PIXELS as DEFAULT_MAX_PIXELS
-from tagger.records import Clip, DecodeError, VideoInfo, VideoTooLargeError
+from tagger.records import Clip, DecodeError, VideoInfo
 
 if TYPE_CHECKING:
     from tagger.options import TagOptions
     from tagger.transforms import Preprocessing
 
-#: Frame rates above this are container time bases, not frame rates (MKV/FLV report 1000).
-_MAX_PLAUSIBLE_FPS = 240.0
-#: The average rate raw elementary stream demuxers give every stream (their default).
-_RAW_DEFAULT_FPS = 25.0
+# probe moved to tagger.clips.probe; code that imports it from here (the decode tests) keeps working.
+__all__ = ["DecodeJob", "decode_clips", "make_job", "probe", "ready", "run_job"]
+
 #: Decode forward instead of seeking when the next clip starts less than this far ahead.
 _SEEK_GAP_S = 2.0
-#: Files up to this size without a frame count in the header get their packets counted.
-_COUNT_PACKETS_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,157 +88,9 @@ def run_job(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
     except DecodeError:
         raise
     except av.FFmpegError as exc:
-        raise DecodeError(f"cannot decode: {_ffmpeg_message(exc)}") from None
+        raise DecodeError(f"cannot decode: {ffmpeg_message(exc)}") from None
     except (OSError, ValueError, RuntimeError, MemoryError) as exc:
         raise DecodeError(f"cannot decode: {exc}") from None
-
-
-def _ffmpeg_message(exc: av.FFmpegError) -> str:
-    return getattr(exc, "strerror", None) or str(exc)
-
-
-def _open(path: str) -> Any:
-    try:
-        # "file:" makes FFmpeg take the name as it is: without it a name such as
-        # "concat:a.mp4" or "http:x.mp4" in the current folder is read as a protocol.
-        return av.open("file:" + path, metadata_errors="ignore")
-    except av.FFmpegError as exc:
-        raise DecodeError(f"not a readable video: {_ffmpeg_message(exc)}") from None
-
-
-def _video_stream(container: Any, path: str) -> Any:
-    if not container.streams.video:
-        raise DecodeError("no video stream")
-    return container.streams.best("video") or container.streams.video[0]
-
-
-def _rate(value: Fraction | None) -> float:
-    return float(value) if value else 0.0
-
-
-def _estimate_fps(stream: Any, frames: int, duration_s: float | None) -> float:
-    if frames > 0 and duration_s:
-        return frames / duration_s
-    average, guessed = _rate(stream.average_rate), _rate(stream.guessed_rate)
-    if average == _RAW_DEFAULT_FPS and 0 < guessed <= _MAX_PLAUSIBLE_FPS:
-        # Raw elementary stream demuxers report 25 whatever the stream was coded at; the
-        # guessed rate comes from the stream's own timing (SPS, VOL) when it has one.
-        average = guessed
-    for candidate in (average, guessed, _rate(stream.base_rate)):
-        if 0 < candidate <= _MAX_PLAUSIBLE_FPS:
-            return candidate
-    return _RAW_DEFAULT_FPS
-
-
-def _small(path: str) -> bool:
-    try:
-        return os.path.getsize(path) <= _COUNT_PACKETS_MAX_BYTES
-    except OSError:
-        return False
-
-
-def _count_packets(path: str) -> tuple[int, float | None]:
-    """Frames and duration of a stream whose header has neither (raw elementary streams)."""
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        count, end, timed, untimed = 0, None, 0, False
-        # Raw H.264 and HEVC packets have no timestamps, but the parser gives each a duration.
-        lasting: Fraction | None = Fraction(0)
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
-            count += 1
-            if lasting is not None:
-                known = packet.duration and packet.time_base
-                lasting = lasting + packet.duration * packet.time_base if known else None
-            if packet.pts is not None and packet.time_base:
-                timed += 1
-                t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-                if end is None or t > end:
-                    end, untimed = t, not packet.duration
-        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        if end is None:
-            return count, float(lasting) if lasting else None
-        if untimed and timed > 1:
-            # The last packet has no duration (raw elementary streams), so the stream ends
-            # where it starts: add the mean frame interval so the last frame counts too.
-            end += (end - start) / (timed - 1)
-        return count, end - start
-
-
-def probe(
-    path: str,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_duration_s: float = DEFAULT_MAX_DURATION_S,
-) -> VideoInfo:
-    """Duration, frame rate, frame count and size of ``path``; refuses decoder bombs."""
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        info = _probe_stream(path, container, stream, max_pixels, max_duration_s)
-        # PyAV shows the display matrix on decoded frames only, so the first one is decoded
-        # (decode_clips reads it from the first frame it converts instead).
-        try:
-            first = next(container.decode(stream), None)
-        except av.FFmpegError as exc:
-            raise DecodeError(f"cannot decode: {_ffmpeg_message(exc)}") from None
-        if first is None:
-            raise DecodeError("no frames could be decoded")
-        rotation = _rotation(first)
-        width, height = _turned(info.width, info.height, rotation)
-        return replace(info, width=width, height=height, rotation=rotation)
-
-
-def _probe_stream(
-    path: str, container: Any, stream: Any, max_pixels: int, max_duration_s: float
-) -> VideoInfo:
-    ctx = stream.codec_context
-    width, height = ctx.width, ctx.height
-    if width <= 0 or height <= 0:
-        raise DecodeError("video stream has no frame size")
-    if width * height > max_pixels:
-        raise VideoTooLargeError(
-            f"frame size {width}x{height} is over the cap of {max_pixels} pixels (--max-pixels)"
-        )
-    duration_s: float | None = None
-    if stream.duration and stream.time_base:
-        duration_s = float(stream.duration * stream.time_base)
-    elif container.duration:
-        duration_s = container.duration / av.time_base
-    frames = stream.frames or 0
-    if not duration_s or duration_s <= 0 or (not frames and _small(path)):
-        # Without a frame count the rate is a guess (MKV and FLV report 1000 fps); counting
-        # packets is exact and, for a small file, cheap.
-        frames, counted_s = _count_packets(path)
-        duration_s = duration_s if duration_s and duration_s > 0 else counted_s
-    fps = _estimate_fps(stream, frames, duration_s)
-    if not duration_s or duration_s <= 0:
-        duration_s = frames / fps if frames else 0.0
-    if duration_s > max_duration_s:
-        raise VideoTooLargeError(
-            f"duration {duration_s:.0f} s is over the cap of {max_duration_s:.0f} s (--max-duration)"
-        )
-    if frames <= 0:
-        frames = max(1, round(duration_s * fps))
-    return VideoInfo(
-        path=path,
-        duration_s=duration_s,
-        fps=fps,
-        frames=frames,
-        width=width,
-        height=height,
-        # The codec, not the decoder that reads it (AV1 is decoded by "libdav1d").
-        codec=ctx.codec.canonical_name,
-    )
-
-
-def _rotation(frame: Any) -> int:
-    """Counter-clockwise degrees (0 to 359) the display matrix turns a decoded frame by."""
-    return int(getattr(frame, "rotation", 0) or 0) % 360
-
-
-def _turned(width: int, height: int, rotation: int) -> tuple[int, int]:
-    """Width and height after turning by ``rotation``: a quarter turn swaps them (and back)."""
-    return (width, height) if rotation % 180 == 0 else (height, width)
 
 
 def _target_size(frame: Any, sar: float, job: DecodeJob) -> tuple[int, int, int]:
@@ -241,11 +99,11 @@ def _target_size(frame: Any, sar: float, job: DecodeJob) -> tuple[int, int, int]
     Matches the model's resize: the displayed short side becomes ``job.short_side`` (long side
     floored, as transformers does), or the frame becomes exactly ``job.size``.
     """
-    rotation = _rotation(frame)
+    rotation = frame_rotation(frame)
     coded_w, coded_h = frame.width * sar, float(frame.height)
     if job.size is not None:
         height, width = job.size
-        return (*_turned(width, height, rotation), rotation)
+        return (*turned(width, height, rotation), rotation)
     short = job.short_side or round(min(coded_w, coded_h))
     if coded_w <= coded_h:
         return short, max(1, int(short * coded_h / coded_w)), rotation
@@ -271,10 +129,10 @@ def _to_rgb(
 
 def decode_clips(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
     """Probe ``job.path`` and decode its clips, spread over the whole video."""
-    container = _open(job.path)
+    container = open_video(job.path)
     try:
-        stream = _video_stream(container, job.path)
-        info = _probe_stream(job.path, container, stream, job.max_pixels, job.max_duration_s)
+        stream = video_stream(container, job.path)
+        info = probe_stream(job.path, container, stream, job.max_pixels, job.max_duration_s)
         if job.start_fraction is not None:
             plan = [sampling.clip_at(info.frames, job.num_frames, job.stride, job.start_fraction)]
         else:
@@ -375,8 +233,8 @@ class _Frames:
         """Reopen and decode from the start: the fallback for streams that do not seek where asked."""
         index = self.stream.index
         self.container.close()
-        # The path itself, not container.name, which carries _open's "file:" prefix.
-        self.container = _open(self.path)
+        # The path itself, not container.name, which carries open_video's "file:" prefix.
+        self.container = open_video(self.path)
         self._use(self.container.streams[index])
 
     def _decode(self) -> tuple[float, Any] | None:
@@ -415,7 +273,7 @@ class _Frames:
 
 
 def _cut(frames: _Frames, info: VideoInfo, plan: list[list[int]], job: DecodeJob) -> Iterator[Clip]:
-    sar = _rate(frames.stream.sample_aspect_ratio) or 1.0
+    sar = as_float(frames.stream.sample_aspect_ratio) or 1.0
     half_frame = frames.tolerance
     size: tuple[int, int, int] | None = None
     reformatter = VideoReformatter()
@@ -453,7 +311,7 @@ def _cut(frames: _Frames, info: VideoInfo, plan: list[list[int]], job: DecodeJob
                 n += 1
         except av.FFmpegError as exc:
             raise DecodeError(
-                f"decoding failed near {frames.position_s:.2f} s: {_ffmpeg_message(exc)}"
+                f"decoding failed near {frames.position_s:.2f} s: {ffmpeg_message(exc)}"
             ) from None
         if not kept:
             continue

@@ -22,7 +22,7 @@ from tagger.fsutil import atomic_open
 from tagger.models import CLIP_PLAN_FILE, load_spec, model_load_error
 from tagger.options import TagOptions
 from tagger.records import TaggerError
-from tagger.training import datasets
+from tagger.training import checks, datasets
 from tagger.transforms import Preprocessing, to_model_input
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def _base_model(settings: FinetuneSettings, classes: Sequence[str]) -> tuple[Any
     return model, spec.prep
 
 
-def check(settings: FinetuneSettings) -> tuple[datasets.Dataset, datasets.CheckResult]:
+def check(settings: FinetuneSettings) -> tuple[datasets.Dataset, checks.CheckResult]:
     """Load and check the dataset the way ``finetune`` would, without building a model."""
     data = datasets.load_dataset(settings.data_dir, seed=settings.seed)
     num_frames = (
@@ -170,7 +170,7 @@ def check(settings: FinetuneSettings) -> tuple[datasets.Dataset, datasets.CheckR
         if settings.init == "small"
         else load_spec(settings.base).prep.num_frames
     )
-    return data, datasets.check_dataset(data, num_frames, settings.stride)
+    return data, checks.check_dataset(data, num_frames, settings.stride)
 
 
 def _mixed_precision() -> tuple[bool, bool]:
