@@ -20,7 +20,8 @@ import pytest
 import tagger.clips.decode as decode_mod
 import tagger.clips.probe as probe_mod
 from tagger.clips import sampling
-from tagger.clips.decode import DecodeJob, decode_clips, probe, run_job
+from tagger.clips.decode import DecodeJob, decode_clips, run_job
+from tagger.clips.probe import probe
 from tagger.records import DecodeError
 
 from .test_decode import index_of as pattern_index

@@ -186,6 +186,16 @@ def tagging_options(f: F) -> F:
     return clip_options(inference_options(f))
 
 
+def model_choice(params: dict[str, Any]) -> dict[str, Any]:
+    """The model arguments of ``scan_videos`` and ``watch_videos`` from ``inference_options``."""
+    return {
+        "model": params["model"],
+        "device": params["device"],
+        "precision": params["precision"],
+        "compile": params["compile_model"],
+    }
+
+
 def tag_options(params: dict[str, Any]) -> defaults.TagOptions:
     return defaults.TagOptions(
         clips=params["clips"],

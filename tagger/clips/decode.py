@@ -22,7 +22,6 @@ from tagger.clips.probe import (
     ffmpeg_message,
     frame_rotation,
     open_video,
-    probe,
     probe_stream,
     turned,
     video_stream,
@@ -34,9 +33,6 @@ from tagger.records import Clip, DecodeError, VideoInfo
 if TYPE_CHECKING:
     from tagger.options import TagOptions
     from tagger.transforms import Preprocessing
-
-# probe moved to tagger.clips.probe; code that imports it from here (the decode tests) keeps working.
-__all__ = ["DecodeJob", "decode_clips", "make_job", "probe", "ready", "run_job"]
 
 #: Decode forward instead of seeking when the next clip starts less than this far ahead.
 _SEEK_GAP_S = 2.0

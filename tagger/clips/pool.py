@@ -19,7 +19,7 @@ from tagger.clips import transport
 from tagger.clips.decode import DecodeJob, ready, run_job
 from tagger.clips.transport import Decoded, Packed, discard, run_packed, unpack
 from tagger.options import DECODE_TIMEOUT_S
-from tagger.records import DecodeError, Quiet
+from tagger.records import QUIET, DecodeError, Quiet
 
 #: How often a quiet source is asked again while files are in flight.
 IDLE_POLL_S = 0.1
@@ -134,7 +134,7 @@ class DecodePool:
             if not running:
                 if exhausted:
                     return
-                yield Quiet()
+                yield QUIET
                 continue
             # With a stop event, wake up now and then so a stop request is seen promptly.
             timeout = IDLE_POLL_S if idle else (None if stop is None else STOP_POLL_S)
