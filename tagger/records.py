@@ -81,6 +81,32 @@ class VideoFile:
 
 
 @dataclass(frozen=True)
+class Settled:
+    """A watched video that is complete: size and mtime unchanged for a while, and it reads."""
+
+    file: VideoFile
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A watched video renamed or moved inside the watched tree; ``dst`` as it is now."""
+
+    src: str
+    dst: VideoFile
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """A watched video path that disappeared from an available root."""
+
+    path: str
+
+
+#: What a watch reports.
+WatchEvent = Settled | Moved | Deleted
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What probing a video found; width and height are as displayed (after rotation)."""
 

@@ -246,6 +246,19 @@ def test_broken_symlink_skipped_and_logged(caplog: pytest.LogCaptureFixture) -> 
     assert any("v/dead.mp4" in m and "broken" in m for m in skip_messages(caplog))
 
 
+def test_quiet_walk_says_what_it_skips_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    # The watcher's periodic rescans repeat what the first walk said at INFO.
+    caplog.set_level(logging.DEBUG, logger="tagger.sources.discover")
+    touch("v/a.mp4")
+    os.symlink("missing.mp4", "v/dead.mp4")
+    assert found(["v"], quiet=True) == ["v/a.mp4"]
+    notes = [r for r in caplog.records if "v/dead.mp4" in r.getMessage()]
+    assert [r.levelno for r in notes] == [logging.DEBUG]
+    caplog.clear()
+    assert found(["v"]) == ["v/a.mp4"]
+    assert [r.levelno for r in caplog.records if "v/dead.mp4" in r.getMessage()] == [logging.INFO]
+
+
 def test_unreadable_folder_skipped_and_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -20,7 +20,8 @@ import pytest
 from watchdog.observers.polling import PollingObserverVFS
 
 from tagger.records import VideoFile
-from tagger.sources import watch
+from tagger.sources import observe, settle, watch
+from tagger.sources import roots as watched_roots
 from tagger.sources.discover import discover
 from tagger.sources.watch import Deleted, Event, Moved, Settled, Watcher, is_temporary, network_filesystem
 
@@ -372,7 +373,7 @@ def test_deleted_folder_reports_its_known_videos(tmp_path: Path, streams: Callab
 @pytest.fixture
 def deaf(monkeypatch: pytest.MonkeyPatch) -> None:
     """Drop every observer event, as an inotify overflow would: only scans can find files."""
-    monkeypatch.setattr(watch._Enqueue, "dispatch", lambda self, event: None)
+    monkeypatch.setattr(observe._Enqueue, "dispatch", lambda self, event: None)
 
 
 @pytest.mark.usefixtures("deaf")
@@ -607,9 +608,9 @@ def test_missing_root_is_watched_once_it_appears(tmp_path: Path, streams: Callab
 def devices(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[int, str]]:
     """Fake (device, mount point) per root path, as an unmount or a remount would change them."""
     fake: dict[str, tuple[int, str]] = {}
-    real_device, real_mount = watch._device, watch.mount_point
-    monkeypatch.setattr(watch, "_device", lambda p: fake[p][0] if p in fake else real_device(p))
-    monkeypatch.setattr(watch, "mount_point", lambda p: fake[p][1] if p in fake else real_mount(p))
+    real_device, real_mount = watched_roots._device, watched_roots.mount_point
+    monkeypatch.setattr(watched_roots, "_device", lambda p: fake[p][0] if p in fake else real_device(p))
+    monkeypatch.setattr(watched_roots, "mount_point", lambda p: fake[p][1] if p in fake else real_mount(p))
     return fake
 
 
@@ -666,13 +667,13 @@ def test_device_change_while_up_watches_again_and_rescans(
     dev = os.stat(share).st_dev
     devices[str(share)] = (dev, str(share))
     watched: list[str] = []
-    schedule = watch._Session.watch
+    schedule = observe.Observers.watch
 
     def spy(self: Any, root: str) -> None:
         watched.append(root)
         schedule(self, root)
 
-    monkeypatch.setattr(watch._Session, "watch", spy)
+    monkeypatch.setattr(observe.Observers, "watch", spy)
     stream = streams([share], rescan_s=600)
     stream.until(has_settled(a))
     # Unmounted and mounted again between two looks. With every event dropped and no rescan
@@ -728,9 +729,9 @@ def test_settled_file_that_stays_unreadable_is_handed_on_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     locked = tmp_path / "locked.mp4"
-    real = watch._read_error
+    real = settle._read_error
     # Injected: chmod 000 does not stop a test run as root.
-    monkeypatch.setattr(watch, "_read_error", lambda p: "Permission denied" if p == str(locked) else real(p))
+    monkeypatch.setattr(settle, "_read_error", lambda p: "Permission denied" if p == str(locked) else real(p))
     stream = streams([tmp_path])
     stream.started()
     with caplog.at_level(logging.DEBUG, logger="tagger.sources.watch"):
@@ -750,9 +751,11 @@ def test_a_lock_that_lifts_settles_without_a_note(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     target = tmp_path / "copying.mp4"
-    real = watch._read_error
+    real = settle._read_error
     refusals = iter(["Resource busy"])
-    monkeypatch.setattr(watch, "_read_error", lambda p: next(refusals, None) if p == str(target) else real(p))
+    monkeypatch.setattr(
+        settle, "_read_error", lambda p: next(refusals, None) if p == str(target) else real(p)
+    )
     stream = streams([tmp_path])
     stream.started()
     with caplog.at_level(logging.INFO, logger="tagger.sources.watch"):
@@ -824,7 +827,7 @@ def test_network_root_is_polled(
             super().__init__(*args, **kwargs)
             polling.append(self)
 
-    monkeypatch.setattr(watch, "PollingObserverVFS", Recorded)
+    monkeypatch.setattr(observe, "PollingObserverVFS", Recorded)
     with caplog.at_level(logging.WARNING, logger="tagger.sources.watch"):
         watcher = Watcher([str(nas), str(disk)], settle_s=SETTLE, tick_s=TICK, poll_interval_s=0.1)
     assert watcher.polled_roots == (str(nas),)

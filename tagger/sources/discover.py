@@ -36,13 +36,15 @@ def discover(
     hidden: bool = False,
     *,
     filter: VideoFilter | None = None,
+    quiet: bool = False,
 ) -> Iterator[VideoFile]:
     """Yield each video file under ``paths`` once: roots in the order given, names sorted.
 
     Files named in ``paths`` are yielded whatever their name; ``include``, ``exclude``,
     ``suffixes`` and ``hidden`` (or a ready ``filter`` instead of them) only filter what a
     folder walk finds. Globs containing ``/`` match the path relative to its root, others the
-    base name. Symlinks are followed only while they lead inside the roots.
+    base name. Symlinks are followed only while they lead inside the roots. ``quiet`` logs what
+    is skipped at DEBUG rather than INFO (a periodic rescan repeats what the first walk said).
     Raises ``FileNotFoundError`` on the call, before anything is yielded, if a root is missing.
     """
     for name, value in (("paths", paths), ("include", include), ("exclude", exclude)):
@@ -55,7 +57,7 @@ def discover(
         raise TypeError("give either filter= or include/exclude/suffixes/hidden, not both")
     # Stat the roots now rather than lazily, so a typo fails before the first result.
     roots = [(os.fspath(p), os.stat(p)) for p in paths]
-    walker = _Walker(filter, Confinement.of(root for root, _ in roots))
+    walker = _Walker(filter, Confinement.of(root for root, _ in roots), quiet)
     return walker.run(roots)
 
 
@@ -81,9 +83,10 @@ def walk_order(root_index: int, rel: str) -> tuple[int, tuple[str, ...]]:
 class _Walker:
     """The state one ``discover`` call shares across its roots, so duplicates meet."""
 
-    def __init__(self, filter: VideoFilter, confinement: Confinement) -> None:
+    def __init__(self, filter: VideoFilter, confinement: Confinement, quiet: bool = False) -> None:
         self.filter = filter
         self.confinement = confinement
+        self.skip_level = logging.DEBUG if quiet else logging.INFO
         self.seen_files: set[_Key] = set()
         self.walked_dirs: set[_Key] = set()
 
@@ -97,7 +100,7 @@ class _Walker:
                 if video is not None:
                     yield video
             else:
-                _skip(root, _special_kind(st.st_mode))
+                self._skip(root, _special_kind(st.st_mode))
 
     def _walk(self, top: str, top_st: os.stat_result, top_rel: str = "") -> Iterator[VideoFile]:
         # An explicit stack, not recursion: a deep tree must not hit the recursion limit.
@@ -123,7 +126,7 @@ class _Walker:
                     if video is not None:
                         yield video
             else:
-                _skip(entry.path, _special_kind(st.st_mode))
+                self._skip(entry.path, _special_kind(st.st_mode))
 
     def _enter(
         self,
@@ -135,9 +138,9 @@ class _Walker:
         key = (st.st_dev, st.st_ino)
         if key in self.walked_dirs:
             if any(k == key for _, _, k in stack):
-                _skip(path, "symlink loop back to an enclosing folder")
+                self._skip(path, "symlink loop back to an enclosing folder")
             else:
-                _skip(path, "folder already walked")
+                self._skip(path, "folder already walked")
             return
         self.walked_dirs.add(key)
         try:
@@ -145,7 +148,7 @@ class _Walker:
                 # Sorting one folder at a time keeps the order stable while still streaming.
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            _skip(path, f"unreadable folder ({exc.strerror or exc})")
+            self._skip(path, f"unreadable folder ({exc.strerror or exc})")
             return
         stack.append((iter(entries), rel, key))
 
@@ -155,18 +158,21 @@ class _Walker:
             if not entry.is_symlink():
                 return entry.stat(follow_symlinks=False)
         except OSError as exc:
-            _skip(entry.path, f"cannot stat ({exc.strerror or exc})")
+            self._skip(entry.path, f"cannot stat ({exc.strerror or exc})")
             return None
         try:
             st = os.stat(entry.path)
         except OSError as exc:
-            _skip(entry.path, f"broken symlink ({exc.strerror or exc})")
+            self._skip(entry.path, f"broken symlink ({exc.strerror or exc})")
             return None
         real = os.path.realpath(entry.path)
         if not self.confinement.holds(real):
-            _skip(entry.path, f"symlink to {real}, outside the given roots")
+            self._skip(entry.path, f"symlink to {real}, outside the given roots")
             return None
         return st
+
+    def _skip(self, path: str, reason: str) -> None:
+        log.log(self.skip_level, "skipping %s: %s", path, reason)
 
     def _once(self, path: str, st: os.stat_result) -> VideoFile | None:
         key = (st.st_dev, st.st_ino)
@@ -179,7 +185,3 @@ class _Walker:
 
 def _special_kind(mode: int) -> str:
     return _SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file or folder")
-
-
-def _skip(path: str, reason: str) -> None:
-    log.info("skipping %s: %s", path, reason)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from tagger.state.locks import hold_lock, release_lock, writer_locks
 from tagger.state.paths import default_state_path, resolve_state_path, state_dir
-from tagger.state.store import SCHEMA_VERSION, StateStore, state_error
+from tagger.state.schema import SCHEMA_VERSION
+from tagger.state.store import StateStore, state_error
 
 __all__ = [
     "SCHEMA_VERSION",
