@@ -18,6 +18,33 @@ MAX_DURATION_S = 12 * 3600.0
 TOP_K = 5
 
 
+#: Timeline clips decoded per job: a long video is cut in parts of this many clips, so its
+#: frames never pile up in memory however long it is.
+TIMELINE_PART_CLIPS = 16
+
+
+@dataclass(frozen=True)
+class TimelineOptions:
+    """How a video is covered densely and its clip scores merged into segments."""
+
+    #: Seconds between clip starts; None: one clip length, so the clips cover the whole video.
+    step_s: float | None = None
+    #: A label's segment starts at a clip scoring at least ``enter`` and lasts while its clips
+    #: score at least ``leave`` (hysteresis: a score hovering near one threshold does not flicker).
+    enter: float = 0.5
+    leave: float = 0.3
+    #: Segments shorter than this are dropped; a dip of at most one clip is bridged.
+    min_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.step_s is not None and self.step_s <= 0:
+            raise ValueError("the segment step must be over 0 seconds")
+        if not 0 <= self.leave <= self.enter <= 1:
+            raise ValueError("segment thresholds need 0 <= leave <= enter <= 1")
+        if self.min_s < 0:
+            raise ValueError("the minimum segment length cannot be negative")
+
+
 @dataclass(frozen=True)
 class TagOptions:
     """What only the user knows about tagging; everything else comes from the checkpoint."""
@@ -34,6 +61,9 @@ class TagOptions:
     timeout_s: float = DECODE_TIMEOUT_S
     max_pixels: int = MAX_PIXELS
     max_duration_s: float = MAX_DURATION_S
+    #: A timeline: clips cut densely over the whole video (``clips`` then does not apply),
+    #: merged into segments. None: ``clips`` clips spread over the video.
+    timeline: TimelineOptions | None = None
 
 
 ON_DELETE: tuple[str, ...] = ("keep", "remove")

@@ -23,7 +23,13 @@ FIELDS: tuple[str, ...] = (
     "model",
     "status",
     "error",
+    "segment_labels",
 )
+#: The video rows before ``segment_labels`` was added: a table the daemon appends to that
+#: started with these columns keeps them.
+FIELDS_BEFORE_SEGMENTS: tuple[str, ...] = FIELDS[:-1]
+#: One row per timeline segment (``--segments FILE``).
+SEGMENT_FIELDS: tuple[str, ...] = ("path", "label", "start_s", "end_s", "score", "peak_score", "model")
 
 
 #: Statuses of rows that stand for a file that is there: the others ("removed", "moved")
@@ -31,7 +37,11 @@ FIELDS: tuple[str, ...] = (
 LIVE_STATUSES: tuple[str, ...] = ("ok", "error")
 
 #: Version of :meth:`VideoResult.document`; the state store's schema follows it.
-DOCUMENT_FORMAT = 3
+#: 4: clip scores are kept sparse (``SCORE_FLOOR``), and whether the clips were a timeline.
+DOCUMENT_FORMAT = 4
+#: Clip scores under this are stored as 0: a dense timeline of a 400-class model would
+#: otherwise keep 400 numbers per clip. No threshold that matters is this low.
+SCORE_FLOOR = 1e-4
 
 
 class TaggerError(Exception):
@@ -160,6 +170,30 @@ class ClipScore:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A stretch of a video where one label holds: ``score`` is the mean over its clips,
+    ``peak_score`` the best clip. Segments of different labels may overlap."""
+
+    label: str
+    start_s: float
+    end_s: float
+    score: float
+    peak_score: float
+
+    def row(self, path: str, model: str) -> dict[str, Any]:
+        """The segment table's row (see ``SEGMENT_FIELDS``)."""
+        return {
+            "path": path,
+            "label": self.label,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "score": round(self.score, 6),
+            "peak_score": round(self.peak_score, 6),
+            "model": model,
+        }
+
+
+@dataclass(frozen=True)
 class VideoResult:
     """The verdict on one video: top-k tags over all its clips, or an error."""
 
@@ -174,6 +208,14 @@ class VideoResult:
     classes: tuple[str, ...] = field(default=(), repr=False)
     #: One entry per clip, in time order: what a timeline is built from.
     clip_scores: tuple[ClipScore, ...] = field(default=(), repr=False)
+    #: Whether the clips cover the whole video densely (a timeline was asked for).
+    timeline: bool = False
+    #: The timeline, in start order (``tagger.segments``); empty without one.
+    segments: tuple[Segment, ...] = ()
+
+    def segment_labels(self) -> tuple[str, ...]:
+        """The labels of the timeline, each once, in order of first appearance."""
+        return tuple(dict.fromkeys(s.label for s in self.segments))
 
     @property
     def ok(self) -> bool:
@@ -193,6 +235,7 @@ class VideoResult:
             "model": self.model,
             "status": self.status,
             "error": self.error,
+            "segment_labels": "|".join(self.segment_labels()),
         }
 
     @classmethod
@@ -216,8 +259,14 @@ class VideoResult:
         ``classes`` are not in it (the store keeps them once per model)."""
         doc = {"format": DOCUMENT_FORMAT, **self.row()}
         doc["tags"] = [[t.label, t.score] for t in self.tags]
+        doc["timeline"] = self.timeline
+        # Sparse: [class index, score] for the scores at or over SCORE_FLOOR.
         doc["clip_scores"] = [
-            {"start_s": c.start_s, "end_s": c.end_s, "scores": [round(p, 6) for p in c.scores]}
+            {
+                "start_s": c.start_s,
+                "end_s": c.end_s,
+                "scores": [[i, round(p, 6)] for i, p in enumerate(c.scores) if p >= SCORE_FLOOR],
+            }
             for c in self.clip_scores
         ]
         return doc
@@ -228,16 +277,33 @@ class VideoResult:
         base = cls.from_row(doc)
         if "format" not in doc:
             return base
+        sparse = int(doc["format"]) >= 4
+        clip_scores = doc.get("clip_scores") or ()
+        if sparse and clip_scores and not classes:
+            raise ValueError("sparse clip scores need the model's classes")
         return replace(
             base,
             tags=tuple(Tag(str(label), float(score)) for label, score in doc.get("tags") or ()),
-            classes=classes if doc.get("clip_scores") else (),
+            classes=classes if clip_scores else (),
             clip_scores=tuple(
-                ClipScore(float(c["start_s"]), float(c["end_s"]), tuple(float(p) for p in c["scores"]))
-                for c in doc.get("clip_scores") or ()
+                ClipScore(
+                    float(c["start_s"]),
+                    float(c["end_s"]),
+                    _dense(c["scores"], len(classes)) if sparse else tuple(float(p) for p in c["scores"]),
+                )
+                for c in clip_scores
             ),
+            timeline=bool(doc.get("timeline", False)),
         )
 
     @classmethod
     def failed(cls, path: str, error: str, model: str = "") -> VideoResult:
         return cls(path=path, model=model, status="error", error=error)
+
+
+def _dense(pairs: list[list[Any]], width: int) -> tuple[float, ...]:
+    """``[class index, score]`` pairs back to one score per class (absent ones 0)."""
+    scores = [0.0] * width
+    for index, score in pairs:
+        scores[int(index)] = float(score)
+    return tuple(scores)

@@ -75,6 +75,20 @@ def test_csv_rows_round_trip(tmp_path: Path) -> None:
     assert [r["status"] for r in back] == ["ok", "ok", "error", "moved", "removed"]
 
 
+def test_a_table_with_the_older_columns_keeps_them(tmp_path: Path) -> None:
+    from tagger.records import FIELDS_BEFORE_SEGMENTS
+
+    target = tmp_path / "out.csv"
+    old_row = ",".join(["/videos/a.mp4", "red", "0.9", "red", "0.900000", "2", "4.0", "m", "ok", ""])
+    target.write_bytes((",".join(FIELDS_BEFORE_SEGMENTS) + "\r\n" + old_row + "\r\n").encode())
+    with Appender(str(target)) as out:
+        out.write(VideoResult(path="/videos/b.mp4", model="m", status="removed"))
+    with open(target, newline="", encoding="utf-8") as f:
+        back = list(csv.reader(f))
+    assert back[0] == list(FIELDS_BEFORE_SEGMENTS) and "segment_labels" not in back[0]
+    assert [len(r) for r in back] == [len(FIELDS_BEFORE_SEGMENTS)] * 3 and back[2][0] == "/videos/b.mp4"
+
+
 @pytest.mark.parametrize("name", ["out.jsonl", "out.ndjson"])
 def test_jsonl_rows_round_trip(tmp_path: Path, name: str) -> None:
     rows = make_rows()

@@ -278,11 +278,11 @@ def test_a_format_2_state_file_is_migrated_in_place(tmp_path: Path) -> None:
         store.record(VideoFile("/library/new.mp4", 7, 8), V2_MODEL, _clip_scored("/library/new.mp4"))
 
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
         assert "doc" in columns and "row" not in columns
         doc = conn.execute("SELECT doc FROM results WHERE path = '/library/ok.mp4'").fetchone()[0]
-        assert '"format": 3' in doc
+        assert '"format": 4' in doc
     with StateStore(db) as store:  # a second open is a plain open
         again = store.lookup(VideoFile("/library/new.mp4", 7, 8), V2_MODEL)
         assert again == _clip_scored("/library/new.mp4")
@@ -305,3 +305,52 @@ def test_clip_scores_and_classes_survive_a_reopen(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT classes FROM models").fetchall() == [('["red", "blue"]',)]
         assert "classes" not in conn.execute("SELECT doc FROM results").fetchone()[0]
+
+
+def test_clip_scores_are_stored_sparse_and_read_back_dense(tmp_path: Path) -> None:
+    from tagger.records import SCORE_FLOOR, ClipScore
+
+    db = tmp_path / "state.db"
+    file = VideoFile("/videos/long.mp4", 10, 20)
+    classes = tuple(f"c{i}" for i in range(400))
+    scores = tuple(0.7 if i == 3 else (0.3 - 1e-6 if i == 9 else 1e-6) for i in range(400))
+    result = VideoResult(
+        path=file.path,
+        tags=(Tag("c3", 0.7),),
+        clips=1,
+        model=V2_MODEL,
+        classes=classes,
+        clip_scores=(ClipScore(0.0, 2.0, scores),),
+        timeline=True,
+    )
+    with StateStore(db) as store:
+        store.record(file, V2_MODEL, result)
+    with StateStore(db) as store:
+        stored = store.lookup(file, V2_MODEL)
+    assert stored is not None and stored.timeline
+    (clip,) = stored.clip_scores
+    assert len(clip.scores) == 400 and clip.scores[3] == 0.7 and clip.scores[9] == round(0.3 - 1e-6, 6)
+    assert all(p == 0.0 for i, p in enumerate(clip.scores) if i not in (3, 9)) and SCORE_FLOOR > 1e-6
+    with sqlite3.connect(db) as conn:
+        doc = conn.execute("SELECT doc FROM results").fetchone()[0]
+    assert '"scores": [[3, 0.7], [9, 0.299999]]' in doc
+
+
+def test_a_format_3_document_still_reads() -> None:
+    doc = {
+        "format": 3,
+        "path": "/v/a.mp4",
+        "label": "red",
+        "score": 0.9,
+        "labels": "red",
+        "scores": "0.9",
+        "clips": 1,
+        "duration_s": 2.0,
+        "model": V2_MODEL,
+        "status": "ok",
+        "error": "",
+        "tags": [["red", 0.9]],
+        "clip_scores": [{"start_s": 0.0, "end_s": 2.0, "scores": [0.9, 0.1]}],
+    }
+    result = VideoResult.from_document(doc, ("red", "blue"))
+    assert result.clip_scores[0].scores == (0.9, 0.1) and not result.timeline

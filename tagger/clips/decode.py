@@ -28,6 +28,7 @@ from tagger.clips.probe import (
 )
 from tagger.options import MAX_DURATION_S as DEFAULT_MAX_DURATION_S
 from tagger.options import MAX_PIXELS as DEFAULT_MAX_PIXELS
+from tagger.options import TIMELINE_PART_CLIPS
 from tagger.records import Clip, DecodeError, VideoInfo
 
 if TYPE_CHECKING:
@@ -48,6 +49,12 @@ class DecodeJob:
     clips: int | None = None
     #: When set, one clip this far (0 to 1) through the video instead of uniform clips (training).
     start_fraction: float | None = None
+    #: A timeline: clips every ``step_s`` seconds (None: one clip length) over the whole video,
+    #: of which this job cuts part ``part`` (``part_clips`` clips from clip ``part * part_clips``).
+    timeline: bool = False
+    step_s: float | None = None
+    part: int = 0
+    part_clips: int = TIMELINE_PART_CLIPS
     short_side: int | None = 224
     size: tuple[int, int] | None = None
     crop: tuple[int, int] | None = None
@@ -70,7 +77,25 @@ def make_job(path: str, prep: Preprocessing, stride: int, options: TagOptions) -
         crop=prep.crop if options.crops == 1 else None,
         max_pixels=options.max_pixels,
         max_duration_s=options.max_duration_s,
+        timeline=options.timeline is not None,
+        step_s=options.timeline.step_s if options.timeline else None,
     )
+
+
+def plan_clips(job: DecodeJob, info: VideoInfo) -> list[list[int]]:
+    """Every clip of ``job``'s plan for the video ``info`` describes (all parts of a timeline)."""
+    if job.start_fraction is not None:
+        return [sampling.clip_at(info.frames, job.num_frames, job.stride, job.start_fraction)]
+    if job.timeline:
+        step = sampling.timeline_step(info.fps, job.num_frames, job.stride, job.step_s)
+        return sampling.timeline_clips(info.frames, job.num_frames, job.stride, step)
+    count = job.clips or sampling.auto_clip_count(info.duration_s)
+    return sampling.uniform_clips(info.frames, job.num_frames, job.stride, count)
+
+
+def parts(job: DecodeJob, info: VideoInfo) -> int:
+    """How many jobs (parts) cut all of ``job``'s clips: one, except for a long timeline."""
+    return math.ceil(len(plan_clips(job, info)) / job.part_clips) if job.timeline else 1
 
 
 def ready() -> None:
@@ -129,19 +154,21 @@ def decode_clips(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
     try:
         stream = video_stream(container, job.path)
         info = probe_stream(job.path, container, stream, job.max_pixels, job.max_duration_s)
-        if job.start_fraction is not None:
-            plan = [sampling.clip_at(info.frames, job.num_frames, job.stride, job.start_fraction)]
-        else:
-            count = job.clips or sampling.auto_clip_count(info.duration_s)
-            plan = sampling.uniform_clips(info.frames, job.num_frames, job.stride, count)
+        plan = plan_clips(job, info)
+        first = 0
+        if job.timeline:
+            first = job.part * job.part_clips
+            plan = plan[first : first + job.part_clips]
         frames = _Frames(job.path, container, stream, info.fps, job.threads)
         try:
-            clips = list(_cut(frames, info, plan, job))
+            clips = list(_cut(frames, info, plan, job, first))
         finally:
             frames.close()
     finally:
         container.close()
     if not clips:
+        if job.part > 0:
+            return info, []  # the video ended before this part's clips
         raise DecodeError("no frames could be decoded")
     _, height, width, _ = clips[0].frames.shape
     return replace(info, width=width, height=height, rotation=frames.rotation), clips
@@ -268,12 +295,15 @@ class _Frames:
         self.container.close()
 
 
-def _cut(frames: _Frames, info: VideoInfo, plan: list[list[int]], job: DecodeJob) -> Iterator[Clip]:
+def _cut(
+    frames: _Frames, info: VideoInfo, plan: list[list[int]], job: DecodeJob, first: int = 0
+) -> Iterator[Clip]:
+    """The clips of ``plan``, numbered from ``first``; a clip past the video's end is left out."""
     sar = as_float(frames.stream.sample_aspect_ratio) or 1.0
     half_frame = frames.tolerance
     size: tuple[int, int, int] | None = None
     reformatter = VideoReformatter()
-    for index, indices in enumerate(plan):
+    for index, indices in enumerate(plan, start=first):
         start_s = indices[0] / info.fps
         # Offsets from the clip's first frame; a stretched short clip repeats offsets.
         offsets = [i - indices[0] for i in indices]

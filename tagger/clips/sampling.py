@@ -59,3 +59,23 @@ def clip_at(total: int, num_frames: int, stride: int, fraction: float) -> list[i
     span = clip_span(num_frames, stride)
     start = round(min(1.0, max(0.0, fraction)) * (total - span)) if total >= span else 0
     return clip_indices(start, num_frames, stride, total)
+
+
+def timeline_step(fps: float, num_frames: int, stride: int, step_s: float | None) -> int:
+    """Frames between timeline clip starts: ``step_s`` seconds, or one clip length."""
+    if step_s is None or not math.isfinite(fps) or fps <= 0:
+        return clip_span(num_frames, stride)
+    return max(1, round(step_s * fps))
+
+
+def timeline_clips(total: int, num_frames: int, stride: int, step: int) -> list[list[int]]:
+    """Clips every ``step`` frames from the first frame, plus one ending on the last frame when
+    the steps stop short of it: every frame of the video is in a clip when ``step`` is at most
+    one clip length. No cap on the count: this is the plan of a timeline."""
+    span = clip_span(num_frames, stride)
+    if total < span:
+        return [clip_indices(0, num_frames, stride, total)]
+    starts = list(range(0, total - span + 1, step))
+    if starts[-1] < total - span:
+        starts.append(total - span)
+    return [clip_indices(s, num_frames, stride, total) for s in starts]

@@ -1,4 +1,5 @@
-"""Clip probabilities -> a video's verdict: each clip's crops averaged, then the clips."""
+"""Clip probabilities -> a video's verdict: each clip's crops averaged, then the clips;
+with a timeline, its segments too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from tagger.options import TagOptions
 from tagger.records import ClipScore, Tag, VideoInfo, VideoResult
+from tagger.segments import with_timeline
 
 
 def top_tags(
@@ -30,7 +32,7 @@ def video_result(
     classes)``, the crops of each clip next to each other. The video's score is the mean over
     its clips, so the whole video counts, not its first seconds."""
     per_clip = view_probs.astype(np.float64).reshape(len(spans), -1, view_probs.shape[-1]).mean(axis=1)
-    return VideoResult(
+    result = VideoResult(
         path=info.path,
         tags=top_tags(per_clip.mean(axis=0), classes, options.top_k, options.threshold),
         clips=len(spans),
@@ -41,4 +43,6 @@ def video_result(
             ClipScore(start, end, tuple(float(p) for p in probs))
             for (start, end), probs in zip(spans, per_clip, strict=True)
         ),
+        timeline=options.timeline is not None,
     )
+    return with_timeline(result, options.timeline)

@@ -9,17 +9,18 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tagger.clips.crops import views
-from tagger.clips.decode import make_job
+from tagger.clips.decode import DecodeJob, make_job, parts, plan_clips
 from tagger.clips.pool import DecodePool, Decoder, default_workers
+from tagger.clips.transport import Decoded
 from tagger.engines.aggregate import video_result
 from tagger.options import TagOptions
-from tagger.records import Quiet, VideoInfo, VideoResult
+from tagger.records import QUIET, Quiet, VideoInfo, VideoResult
 
 if TYPE_CHECKING:
     from tagger.classify import Classifier
@@ -27,15 +28,22 @@ if TYPE_CHECKING:
 
 @dataclass
 class _Pending:
-    """One video whose views (clips x crops) are still waiting for the model."""
+    """One video whose clips are still being decoded (``parts_left``) or scored (``views_left``).
+
+    Slots are made for every planned clip when the first part lands; a clip the video turned
+    out too short for stays empty and is left out of the result.
+    """
 
     info: VideoInfo
-    spans: list[tuple[float, float]]
+    spans: list[tuple[float, float] | None]
     probs: np.ndarray
-    left: int = field(init=False)
+    parts_left: int
+    views_left: int = 0
+    error: str | None = None
 
-    def __post_init__(self) -> None:
-        self.left = len(self.probs)
+    @property
+    def finished(self) -> bool:
+        return self.parts_left == 0 and self.views_left == 0
 
 
 def tag(
@@ -70,12 +78,37 @@ def _tag(
 ) -> Iterator[VideoResult]:
     batch_size = options.batch_size or classifier.default_batch_size
     classes = tuple(classifier.labels)
-    jobs = (
-        path if isinstance(path, Quiet) else make_job(path, classifier.prep, classifier.stride, options)
-        for path in paths
-    )
+    crops = options.crops
     pending: dict[str, _Pending] = {}
+    # The later parts of a long timeline, queued as soon as its first part tells how many there
+    # are; they go before new files, so a long video finishes and its slots are freed early.
+    more: deque[DecodeJob] = deque()
+    first_parts: dict[str, DecodeJob] = {}
+
+    def jobs() -> Iterator[DecodeJob | Quiet]:
+        for path in paths:
+            while more:
+                yield more.popleft()
+            if isinstance(path, Quiet):
+                yield path
+                continue
+            job = make_job(path, classifier.prep, classifier.stride, options)
+            first_parts[path] = job
+            yield job
+        # The source is done, but a first part in flight may still add parts: ask again.
+        while more or first_parts:
+            yield more.popleft() if more else QUIET
+
     batch: deque[tuple[str, int, np.ndarray]] = deque()
+
+    def finish(path: str) -> VideoResult:
+        video = pending.pop(path)
+        if video.error is not None:
+            return VideoResult.failed(path, video.error, model=classifier.id)
+        kept = [i for i, span in enumerate(video.spans) if span is not None]
+        views = np.concatenate([video.probs[i * crops : (i + 1) * crops] for i in kept])
+        spans = [video.spans[i] for i in kept]
+        return video_result(video.info, spans, views, classes, options, classifier.id)  # type: ignore[arg-type]
 
     def run_batch(size: int) -> Iterator[VideoResult]:
         items = [batch.popleft() for _ in range(min(size, len(batch)))]
@@ -83,30 +116,51 @@ def _tag(
         for (path, view, _), p in zip(items, probs, strict=True):
             video = pending[path]
             video.probs[view] = p
-            video.left -= 1
-            if video.left == 0:
-                del pending[path]
-                yield video_result(video.info, video.spans, video.probs, classes, options, classifier.id)
+            video.views_left -= 1
+            if video.finished:
+                yield finish(path)
+
+    def landed(path: str, outcome: Decoded | str) -> Iterator[VideoResult]:
+        """Take one decoded part (or why it failed) of ``path``."""
+        job = first_parts.pop(path, None)
+        if job is not None:  # the first part: now the number of clips and parts is known
+            if isinstance(outcome, str):
+                yield VideoResult.failed(path, outcome, model=classifier.id)
+                return
+            info = outcome[0]
+            planned = len(plan_clips(job, info))
+            count = parts(job, info)
+            more.extend(replace(job, part=k) for k in range(1, count))
+            spans: list[tuple[float, float] | None] = [None] * planned
+            probs = np.zeros((planned * crops, len(classes)), dtype=np.float32)
+            pending[path] = _Pending(info, spans, probs, parts_left=count)
+        video = pending[path]
+        video.parts_left -= 1
+        if isinstance(outcome, str):
+            video.error = video.error or outcome
+        elif video.error is None:
+            for clip in outcome[1]:
+                video.spans[clip.index] = (clip.start_s, clip.end_s)
+                cut = views(clip.frames, classifier.prep.crop, crops)
+                batch.extend((path, clip.index * crops + k, frames) for k, frames in enumerate(cut))
+                video.views_left += len(cut)
+        if video.error is not None:
+            # Clips of a failed video already queued are scored for nothing, but are harmless.
+            video.views_left = sum(1 for p, _, _ in batch if p == path)
+        if video.finished:
+            yield finish(path)
 
     def stopping() -> bool:
         return stop is not None and stop.is_set()
 
-    for item in decoder.run(jobs, stop):
+    for item in decoder.run(jobs(), stop):
         if stopping():
             return
         if isinstance(item, Quiet):
             while batch and not stopping():
                 yield from run_batch(batch_size)
             continue
-        path, outcome = item
-        if isinstance(outcome, str):
-            yield VideoResult.failed(path, outcome, model=classifier.id)
-            continue
-        info, clips = outcome
-        cut = [v for clip in clips for v in views(clip.frames, classifier.prep.crop, options.crops)]
-        spans = [(clip.start_s, clip.end_s) for clip in clips]
-        pending[path] = _Pending(info, spans, np.zeros((len(cut), len(classes)), dtype=np.float32))
-        batch.extend((path, view, frames) for view, frames in enumerate(cut))
+        yield from landed(*item)
         while len(batch) >= batch_size and not stopping():
             yield from run_batch(batch_size)
     while batch and not stopping():

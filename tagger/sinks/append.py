@@ -16,12 +16,14 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from tagger.fsutil import cannot_write
-from tagger.records import FIELDS, OutputError, VideoResult
+from tagger.records import FIELDS, FIELDS_BEFORE_SEGMENTS, OutputError, VideoResult
 from tagger.sinks.tables import csv_line, jsonl_line, table_format
 
 log = logging.getLogger("tagger.sinks")
 
 _CSV_HEADER = ",".join(FIELDS).encode("ascii")
+# The header of tables written before the video rows had ``segment_labels``.
+_OLD_CSV_HEADER = ",".join(FIELDS_BEFORE_SEGMENTS).encode("ascii")
 # Every JSONL row vidtag writes starts so (``ordered`` puts path first, json.dumps' separators).
 _JSONL_START = b'{"path": '
 # One row is at most a few KiB; a longer unfinished tail is not a row torn by a kill, and
@@ -87,6 +89,8 @@ class Appender:
             )
         self.path = path
         self.format = fmt
+        #: The CSV columns this file has (older files lack ``segment_labels``).
+        self.fields: tuple[str, ...] = FIELDS
         self._lock = threading.Lock()
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -132,6 +136,12 @@ class Appender:
     def _check_ours(self, fd: int, size: int) -> None:
         """Raise unless the file starts like one vidtag writes (never append to a foreign table)."""
         if self.format == "csv":
+            old = os.pread(fd, len(_OLD_CSV_HEADER) + 2, 0)
+            if old == _OLD_CSV_HEADER + b"\r\n" or old[: len(_OLD_CSV_HEADER) + 1] == _OLD_CSV_HEADER + b"\n":
+                # Rows keep the columns the file has; a new file gets segment_labels.
+                self.fields = FIELDS_BEFORE_SEGMENTS
+                log.info("%s has the older columns (no segment_labels): rows keep them", self.path)
+                return
             head = os.pread(fd, len(_CSV_HEADER) + 2, 0)
             whole = head == _CSV_HEADER + b"\r\n" or head[: len(_CSV_HEADER) + 1] == _CSV_HEADER + b"\n"
             expected, what = _CSV_HEADER + b"\r\n", f"its first line is not the vidtag header {FIELDS}"
@@ -150,7 +160,7 @@ class Appender:
     def _encode(self, row: dict[str, Any]) -> bytes:
         if self.format == "csv":
             # A name that is not UTF-8 is written as its own bytes, as a CSV table does.
-            return csv_line(row).encode("utf-8", errors="surrogateescape")
+            return csv_line(row, self.fields).encode("utf-8", errors="surrogateescape")
         return jsonl_line(row).encode("utf-8")
 
     @staticmethod

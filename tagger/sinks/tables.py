@@ -10,7 +10,7 @@ import csv
 import io
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -20,31 +20,33 @@ from tagger.fsutil import atomic_open
 from tagger.names import display, is_utf8, json_text
 from tagger.records import FIELDS, OutputError, VideoResult
 
-_STRING_COLUMNS = ("path", "label", "labels", "scores", "model", "status", "error")
-_PARQUET_DTYPES: dict[str, str] = {
-    **dict.fromkeys(_STRING_COLUMNS, "string"),
+# Parquet types of the numeric columns (video rows and segment rows); the others are strings.
+_NUMERIC: dict[str, str] = {
     "score": "float64",
     "duration_s": "float64",
     "clips": "int64",
+    "start_s": "float64",
+    "end_s": "float64",
+    "peak_score": "float64",
 }
 #: Parquet only: the raw bytes of a name that is not UTF-8 (``path`` then holds \xNN escapes).
 PATH_BYTES = "path_bytes"
 
 
-def ordered(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with the ``FIELDS`` keys in ``FIELDS`` order (path first)."""
-    return {name: row[name] for name in FIELDS}
+def ordered(row: dict[str, Any], fields: Sequence[str] = FIELDS) -> dict[str, Any]:
+    """``row`` with the ``fields`` keys in that order (path first)."""
+    return {name: row[name] for name in fields}
 
 
-def csv_line(row: dict[str, Any]) -> str:
+def csv_line(row: dict[str, Any], fields: Sequence[str] = FIELDS) -> str:
     """One CSV row as ``csv`` writes it (None as an empty cell, ``\\r\\n`` at the end)."""
     buf = io.StringIO()
-    csv.writer(buf).writerow([row[name] for name in FIELDS])
+    csv.writer(buf).writerow([row[name] for name in fields])
     return buf.getvalue()
 
 
-def jsonl_line(row: dict[str, Any]) -> str:
-    return json_text(ordered(row)) + "\n"
+def jsonl_line(row: dict[str, Any], fields: Sequence[str] = FIELDS) -> str:
+    return json_text(ordered(row, fields)) + "\n"
 
 
 class Table:
@@ -56,8 +58,10 @@ class Table:
     #: The file is only replaced as a whole: a failed write stops the run (see ``Outputs``).
     per_file: ClassVar[bool] = False
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, fields: Sequence[str] = FIELDS) -> None:
         self.path = path
+        #: The columns, in order: ``FIELDS`` (video rows) or ``SEGMENT_FIELDS``.
+        self.fields = tuple(fields)
         self.count = 0
         self._stack = ExitStack()
 
@@ -89,8 +93,8 @@ class Table:
 class CsvTable(Table):
     name, suffixes = "csv", (".csv",)
 
-    def __init__(self, path: str, stream: IO[str] | None = None) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, fields: Sequence[str] = FIELDS, stream: IO[str] | None = None) -> None:
+        super().__init__(path, fields)
         if stream is None:
             # surrogateescape: a name that is not UTF-8 is written as its own bytes (tagger.names).
             stream = self._stack.enter_context(atomic_open(path, "w", newline="", errors="surrogateescape"))
@@ -100,22 +104,22 @@ class CsvTable(Table):
                 stream.reconfigure(errors="surrogateescape")
             self._stack.callback(stream.flush)
         self._f = stream
-        self._f.write(csv_line(dict(zip(FIELDS, FIELDS, strict=True))))
+        self._f.write(csv_line(dict(zip(self.fields, self.fields, strict=True)), self.fields))
 
     def write_row(self, row: dict[str, Any]) -> None:
-        self._f.write(csv_line(row))
+        self._f.write(csv_line(row, self.fields))
         self.count += 1
 
 
 class JsonlTable(Table):
     name, suffixes = "jsonl", (".jsonl", ".ndjson")
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, fields: Sequence[str] = FIELDS) -> None:
+        super().__init__(path, fields)
         self._f = self._stack.enter_context(atomic_open(path, "w"))
 
     def write_row(self, row: dict[str, Any]) -> None:
-        self._f.write(jsonl_line(row))
+        self._f.write(jsonl_line(row, self.fields))
         self.count += 1
 
 
@@ -124,16 +128,16 @@ class ParquetTable(Table):
 
     name, suffixes = "parquet", (".parquet",)
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, fields: Sequence[str] = FIELDS) -> None:
+        super().__init__(path, fields)
         self._rows: list[dict[str, Any]] = []
         self._stack.callback(self._flush)
 
     def write_row(self, row: dict[str, Any]) -> None:
         # Parquet strings must be UTF-8: names that are not get escapes, and their raw bytes.
-        out = ordered(row)
-        for name in _STRING_COLUMNS:
-            if isinstance(out[name], str):
+        out = ordered(row, self.fields)
+        for name in self.fields:
+            if name not in _NUMERIC and isinstance(out[name], str):
                 out[name] = display(out[name])
         out[PATH_BYTES] = None if is_utf8(row["path"]) else os.fsencode(row["path"])
         self._rows.append(out)
@@ -151,10 +155,10 @@ class ParquetTable(Table):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        frame = pd.DataFrame(self._rows, columns=[*FIELDS, PATH_BYTES])
+        frame = pd.DataFrame(self._rows, columns=[*self.fields, PATH_BYTES])
         # Explicit dtypes: without them an all-error table (score all None) has object columns
         # that pyarrow cannot type.
-        frame = frame.astype(_PARQUET_DTYPES)
+        frame = frame.astype({name: _NUMERIC.get(name, "string") for name in self.fields})
         schema = pa.Schema.from_pandas(frame.drop(columns=[PATH_BYTES]), preserve_index=False)
         table = pa.Table.from_pandas(
             frame, schema=schema.append(pa.field(PATH_BYTES, pa.binary())), preserve_index=False
@@ -181,11 +185,11 @@ def table_format(path: str) -> str:
     return fmt
 
 
-def open_table(path: str, stdout: IO[str] | None = None) -> Table:
+def open_table(path: str, stdout: IO[str] | None = None, fields: Sequence[str] = FIELDS) -> Table:
     """The table writer for ``path``, chosen by its suffix (``-``: CSV on stdout)."""
     if path == "-":
-        return CsvTable(path, sys.stdout if stdout is None else stdout)
-    return TABLES[table_format(path)](path)
+        return CsvTable(path, fields, sys.stdout if stdout is None else stdout)
+    return TABLES[table_format(path)](path, fields)
 
 
 def write_table(path: str, rows: Iterable[dict[str, Any]], stdout: IO[str] | None = None) -> int:

@@ -11,6 +11,8 @@ from tagger.records import DOCUMENT_FORMAT, TaggerError, VideoResult
 #: Stored in ``PRAGMA user_version``; bump it when the table layout changes.
 #: 1: results. 2: + ``emitted`` (old rows count as emitted). 3: ``row`` (the output row) becomes
 #: ``doc`` (the result document, with clip scores), + ``models`` (each model's classes).
+#: 4: documents keep clip scores sparse; format-3 documents still read as they are, so the
+#: step only marks the file (a vidtag that reads format 3 must not misread format 4).
 #: Each step migrates in place, in one transaction.
 SCHEMA_VERSION = DOCUMENT_FORMAT
 
