@@ -34,14 +34,14 @@ def make_videos(folder: Path, count: int) -> None:
         write_video(folder / f"{label}_{i:05d}.mp4", _frames(label, rng, 24, (96, 72)), 12, (96, 72))
 
 
-def make_long_video(path: Path, minutes: float) -> None:
-    """An H.264 1080p video of ``minutes``: a bright bar sweeping over a gradient, 25 fps."""
+def make_long_video(path: Path, minutes: float, width: int = 1920, height: int = 1080) -> None:
+    """An H.264 video of ``minutes`` (1080p unless told): a bright bar sweeping over a gradient, 25 fps."""
     import av
     import numpy as np
 
     if path.is_file():
         return
-    width, height, fps = 1920, 1080, 25
+    fps = 25
     partial = path.with_suffix(".part.mp4")
     path.parent.mkdir(parents=True, exist_ok=True)
     luma = np.tile(np.linspace(16, 200, width, dtype=np.uint8), (height, 1))
@@ -51,8 +51,9 @@ def make_long_video(path: Path, minutes: float) -> None:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(int(minutes * 60 * fps)):
             y = luma.copy()
-            x = (i * 8) % (width - 64)
-            y[:, x : x + 64] = 235
+            bar = max(8, width // 30)
+            x = (i * 8) % (width - bar)
+            y[:, x : x + bar] = 235
             frame = av.VideoFrame.from_ndarray(np.concatenate([y, chroma]), format="yuv420p")
             out.mux(stream.encode(frame))
         out.mux(stream.encode())

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tagger import sinks
 from tagger.engines.local import LocalEngine
 from tagger.options import DEFAULT_MODEL, TagOptions, WatchOptions
-from tagger.records import QUIET, InputError, Quiet, VideoFile, VideoResult
+from tagger.records import LIVE_STATUSES, QUIET, InputError, Quiet, VideoFile, VideoResult
 from tagger.sinks import Outputs
 from tagger.sources.watch import Deleted, Moved, Settled, Watcher
 from tagger.state import StateStore, resolve_state_path, writer_locks
@@ -97,10 +97,11 @@ class Daemon:
         if found is None:
             return False
         stored, result = found
-        return (stored.size, stored.mtime_ns) == (file.size, file.mtime_ns) and result.status in (
-            "ok",
-            "error",
-        )
+        if (stored.size, stored.mtime_ns) != (file.size, file.mtime_ns):
+            return False
+        # A video tagged before a timeline was asked for is tagged again, densely.
+        needs_timeline = self.outputs.timeline is not None and result.ok and not result.timeline
+        return result.status in LIVE_STATUSES and not needs_timeline
 
     def _known_paths(self) -> list[str]:
         return [p for root in self.roots for p in self.store.paths_under(root, self.model)]
@@ -233,12 +234,14 @@ def watch_videos(
     stop = stop or threading.Event()
     log_faults = logs.stop_on_fault(stop, log_file or "the log (stderr)")
     state = resolve_state_path(state, output, roots, allow_network=allow_network_state)
-    options = options or TagOptions()
+    options = (options or TagOptions()).for_outputs(False, sidecars)
     with ExitStack() as stack:
         store = stack.enter_context(StateStore(state))
         stack.enter_context(writer_locks(store, output))
         classifier = load_classifier(model, device, precision, compile=compile)
-        outputs = Outputs([*([sinks.Appender(output)] if output else []), *writers])
+        outputs = Outputs(
+            [*([sinks.Appender(output)] if output else []), *writers], timeline=options.timeline
+        )
         stack.callback(outputs.close)
         if own_stop:
             _stop_on_signals(stack, stop)

@@ -5,7 +5,8 @@ Light on purpose (no numpy, no torch): ``vidtag --help`` reads it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 #: The model used when none is named (an alias in tagger/registry.toml).
 DEFAULT_MODEL = "kinetics-400"
@@ -18,6 +19,9 @@ MAX_DURATION_S = 12 * 3600.0
 TOP_K = 5
 
 
+#: Sidecars that are a timeline, so asking for one cuts clips densely. The XMP sidecar holds
+#: the timeline's markers when there is one, but tags alone do not need it.
+TIMELINE_SIDECARS: tuple[str, ...] = ("vtt",)
 #: Timeline clips decoded per job: a long video is cut in parts of this many clips, so its
 #: frames never pile up in memory however long it is.
 TIMELINE_PART_CLIPS = 16
@@ -64,6 +68,13 @@ class TagOptions:
     #: A timeline: clips cut densely over the whole video (``clips`` then does not apply),
     #: merged into segments. None: ``clips`` clips spread over the video.
     timeline: TimelineOptions | None = None
+
+    def for_outputs(self, segments: bool, sidecars: Sequence[str]) -> TagOptions:
+        """These options, with a (default) timeline when the outputs need one: a segments
+        table or a timeline sidecar (``TIMELINE_SIDECARS``)."""
+        if self.timeline is None and (segments or any(s in TIMELINE_SIDECARS for s in sidecars)):
+            return replace(self, timeline=TimelineOptions())
+        return self
 
 
 ON_DELETE: tuple[str, ...] = ("keep", "remove")

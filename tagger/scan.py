@@ -18,8 +18,10 @@ from tagger import sinks
 from tagger.clips.pool import DecodePool, default_workers
 from tagger.engines.local import LocalEngine
 from tagger.options import DEFAULT_MODEL, TagOptions
-from tagger.records import VideoFile, VideoResult
-from tagger.sinks import Outputs, open_table, table_format
+from tagger.records import InputError, VideoFile, VideoResult
+from tagger.segments import with_timeline
+from tagger.sinks import Outputs, SegmentRows, open_table, table_format
+from tagger.sinks.tables import Table
 from tagger.sources.discover import discover
 from tagger.sources.filters import VideoFilter
 from tagger.state import StateStore, resolve_state_path, writer_locks
@@ -63,9 +65,11 @@ def scan(
     outputs: Outputs | None = None,
     force: bool = False,
     on_result: Callable[[VideoResult, bool], None] | None = None,
+    segments: str | None = None,
 ) -> ScanSummary:
     """Tag ``files`` with ``engine`` and write the table ``output`` (a path, ``-`` for stdout,
-    or None); ``outputs`` get each result as it lands (sidecars).
+    or None); ``outputs`` get each result as it lands (sidecars). ``segments``: a table of
+    the timeline's segments, written like ``output`` (the engine must make timelines).
 
     ``on_result(result, skipped)`` is called once per file as it finishes (progress).
     """
@@ -84,7 +88,7 @@ def scan(
 
     todo: list[str] = []
     for file in files:
-        known = None if force else state.lookup(file, model)
+        known = None if force else state.lookup(file, model, timeline=outputs.timeline is not None)
         if known is None:
             todo.append(file.path)
         else:
@@ -98,9 +102,15 @@ def scan(
         finish(result, skipped=False)
 
     summary.seconds = time.perf_counter() - started
-    if output is not None:
-        with open_table(output) as table:
-            for stored in state.results(files, model):
+    with ExitStack() as stack:
+        tables: list[Table | SegmentRows] = []
+        if output is not None:
+            tables.append(stack.enter_context(open_table(output)))
+        if segments is not None:
+            tables.append(stack.enter_context(SegmentRows(segments)))
+        for stored in state.results(files, model) if tables else ():
+            stored = with_timeline(stored, outputs.timeline)
+            for table in tables:
                 table.write(stored)
     return summary
 
@@ -117,6 +127,7 @@ def run(
     filter: VideoFilter | None = None,
     state: str | None = None,
     sidecars: Sequence[str] = (),
+    segments: str | None = None,
     force: bool = False,
     allow_network_state: bool = False,
     reporter: Reporter | None = None,
@@ -124,26 +135,31 @@ def run(
     """What ``vidtag scan`` does: find the videos under ``paths``, tag them and write ``output``.
 
     ``output`` is a .csv, .jsonl or .parquet path, or ``-`` for CSV on stdout; with neither it
-    nor ``sidecars`` (names from ``tagger.sinks.SIDECARS``: "json"), CSV goes to stdout. The
-    state is ``state`` or the default next to the output (see ``tagger.state``), locked for the
-    run together with the output. The decode processes start while the model loads.
+    nor ``sidecars`` (names from ``tagger.sinks.SIDECARS``: json, xmp, nfo, vtt), CSV goes to
+    stdout. ``segments``: a table of the timeline (.csv, .jsonl or .parquet); it, or a vtt
+    sidecar, makes a timeline even when ``options.timeline`` is None. The state is ``state`` or
+    the default next to the output (see ``tagger.state``), locked for the run together with the
+    outputs. The decode processes start while the model loads.
     """
     from tagger.classify import load_classifier, resolve_device
 
-    if output is None and not sidecars:
+    if output is None and not sidecars and segments is None:
         output = "-"
-    if output is not None:
-        table_format(output)  # a bad suffix is refused before anything starts
+    for table in (output, segments):
+        if table is not None:
+            table_format(table)  # a bad suffix is refused before anything starts
+    if segments == "-":
+        raise InputError("--segments needs a file (.csv, .jsonl or .parquet), not stdout")
     writers = sinks.sidecars(sidecars)
+    options = (options or TagOptions()).for_outputs(segments is not None, sidecars)
     state = resolve_state_path(state, output, allow_network=allow_network_state)
     files = list(discover(paths, filter=filter or VideoFilter()))
     if not files:
         log.warning("no video files under %s", ", ".join(paths))
-    options = options or TagOptions()
     workers = options.workers or default_workers(resolve_device(device).type)
     with ExitStack() as stack:
         store = stack.enter_context(StateStore(state))
-        stack.enter_context(writer_locks(store, output))
+        stack.enter_context(writer_locks(store, output, segments))
         decoder = stack.enter_context(DecodePool(workers, options.timeout_s).start())
         classifier = load_classifier(model, device, precision, compile=compile)
         engine = LocalEngine(classifier, options, decoder)
@@ -153,7 +169,8 @@ def run(
             engine,
             store,
             output=output,
-            outputs=Outputs(writers),
+            outputs=Outputs(writers, timeline=options.timeline),
             force=force,
             on_result=report.update if report is not None else None,
+            segments=segments,
         )

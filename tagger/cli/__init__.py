@@ -51,18 +51,31 @@ def cli(ctx: click.Context, verbose: int) -> None:
     "--output",
     callback=output_path,
     help="Table to write: .csv, .jsonl or .parquet; '-' for CSV on stdout "
-    "[default: stdout unless --sidecar].",
+    "[default: stdout unless --sidecar or --segments].",
+)
+@click.option(
+    "--segments",
+    callback=output_path,
+    help="Also write the timeline, one row per segment: .csv, .jsonl or .parquet.",
 )
 @tagging_options
 @click.option("--hidden", is_flag=True, help="Also scan dot-files and dot-folders.")
 @state_options
 @click.option("--force", is_flag=True, help="Re-tag videos the state file already has.")
-def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: bool, **params: Any) -> None:
+def scan(
+    paths: tuple[str, ...],
+    output: str | None,
+    segments: str | None,
+    state: str | None,
+    force: bool,
+    **params: Any,
+) -> None:
     """Tag every video under PATHS and write one row per video.
 
     \b
-    Example:
+    Examples:
       vidtag scan ./videos -o labels.csv
+      vidtag scan ./videos -o labels.csv --segments segments.csv --sidecar xmp,vtt
     """
     from tagger import progress
     from tagger.scan import run
@@ -73,10 +86,11 @@ def scan(paths: tuple[str, ...], output: str | None, state: str | None, force: b
             paths,
             output,
             **model_choice(params),
-            options=tag_options(params),
+            options=tag_options(params, segments=segments is not None),
             filter=VideoFilter(include=params["include"], exclude=params["exclude"], hidden=params["hidden"]),
             state=state,
-            sidecars=("json",) if params["sidecar"] else (),
+            sidecars=params["sidecars"],
+            segments=segments,
             force=force,
             allow_network_state=params["allow_network_state"],
             reporter=progress.Reporter,
@@ -142,7 +156,7 @@ def watch(
             options=tag_options(params),
             watch=watching,
             state=state,
-            sidecars=("json",) if params["sidecar"] else (),
+            sidecars=params["sidecars"],
             allow_network_state=params["allow_network_state"],
             log_file=log_file,
         )

@@ -178,7 +178,51 @@ def tagging_options(f: F) -> F:
                 "--exclude", multiple=True, metavar="GLOB", help="Skip files and folders matching GLOB."
             ),
             click.option(
-                "--sidecar", is_flag=True, help="Also write <video>.<ext>.vidtag.json next to each video."
+                "--sidecar",
+                "sidecars",
+                is_flag=False,
+                flag_value="json",
+                default=None,
+                metavar="KINDS",
+                callback=sidecar_kinds,
+                help="Also write sidecars next to each video, a comma list of json (vidtag's own), xmp "
+                "(digiKam, Immich, PhotoPrism), nfo (Jellyfin, Kodi) and vtt (the timeline) "
+                "[bare --sidecar: json].",
+            ),
+            click.option(
+                "--timeline",
+                is_flag=True,
+                help="Cut clips densely over the whole video and merge them into segments "
+                "[implied by --segments and --sidecar vtt].",
+            ),
+            click.option(
+                "--segment-step",
+                type=click.FloatRange(min=0, min_open=True),
+                default=None,
+                metavar="SECONDS",
+                help="Seconds between timeline clips [default: one clip length, so every frame counts].",
+            ),
+            click.option(
+                "--segment-enter",
+                type=click.FloatRange(0, 1),
+                default=defaults.TimelineOptions.enter,
+                show_default=True,
+                help="A segment starts at a clip scoring this much.",
+            ),
+            click.option(
+                "--segment-leave",
+                type=click.FloatRange(0, 1),
+                default=defaults.TimelineOptions.leave,
+                show_default=True,
+                help="... and lasts while its clips score this much.",
+            ),
+            click.option(
+                "--segment-min",
+                type=click.FloatRange(min=0),
+                default=defaults.TimelineOptions.min_s,
+                show_default=True,
+                metavar="SECONDS",
+                help="Drop segments shorter than this.",
             ),
         ]
     ):
@@ -196,8 +240,33 @@ def model_choice(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def tag_options(params: dict[str, Any]) -> defaults.TagOptions:
+def sidecar_kinds(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    from tagger.sinks import SIDECARS
+
+    kinds = tuple(dict.fromkeys(k.strip().lower() for k in (value or "").split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in SIDECARS]
+    if unknown:
+        raise click.BadParameter(f"unknown sidecar {unknown[0]!r}: choose from {', '.join(SIDECARS)}")
+    if value is not None and not kinds:
+        raise click.BadParameter(f"name at least one sidecar: {', '.join(SIDECARS)}")
+    return kinds
+
+
+def tag_options(params: dict[str, Any], segments: bool = False) -> defaults.TagOptions:
+    """The ``TagOptions`` of ``tagging_options``; a timeline when the flags or outputs want one."""
+    timeline = None
+    if params["timeline"] or segments or any(s in defaults.TIMELINE_SIDECARS for s in params["sidecars"]):
+        try:
+            timeline = defaults.TimelineOptions(
+                step_s=params["segment_step"],
+                enter=params["segment_enter"],
+                leave=params["segment_leave"],
+                min_s=params["segment_min"],
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     return defaults.TagOptions(
+        timeline=timeline,
         clips=params["clips"],
         top_k=params["top_k"],
         threshold=params["threshold"],
@@ -244,7 +313,8 @@ def daemon_options(f: F) -> F:
                 type=click.Choice(defaults.ON_DELETE),
                 default=defaults.WatchOptions.on_delete,
                 show_default=True,
-                help="keep: mark a deleted video's row removed; remove: drop it and its sidecar.",
+                help="keep: mark a deleted video's row removed; remove: drop it and what vidtag wrote "
+                "beside it.",
             ),
             click.option(
                 "--retries",

@@ -1,27 +1,40 @@
 """Where results go: a registry of writers, each a small class with write and close.
 
-Tables (``TABLES``: csv, jsonl, parquet) are chosen by an output's suffix and written whole;
-``Appender`` adds the daemon's rows to a CSV or JSONL file; sidecars (``SIDECARS``: json) are
-chosen by name and written beside each video. ``Outputs`` is the one place a result is sent
-to them, for the scan and the daemon alike.
+Tables (``TABLES``: csv, jsonl, parquet) are chosen by an output's suffix and written whole,
+video rows or timeline segments (``SegmentRows``); ``Appender`` adds the daemon's rows to a
+CSV or JSONL file; sidecars (``SIDECARS``: json, xmp, nfo, vtt) are chosen by name and written
+beside each video. ``Outputs`` is the one place a result is sent to them, for the scan and the
+daemon alike.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tagger.records import OutputError, StorageError, VideoResult
 from tagger.sinks.append import Appender
-from tagger.sinks.sidecars import (
-    SIDECAR_SUFFIX,
-    SIDECARS,
-    JsonSidecar,
-    remove_sidecar,
-    sidecar_path,
-    write_sidecar,
+from tagger.sinks.sidecars import SIDECAR_SUFFIX, JsonSidecar, remove_sidecar, sidecar_path, write_sidecar
+from tagger.sinks.tables import (
+    PATH_BYTES,
+    TABLE_FORMATS,
+    TABLES,
+    SegmentRows,
+    open_table,
+    table_format,
+    write_table,
 )
-from tagger.sinks.tables import PATH_BYTES, TABLE_FORMATS, TABLES, open_table, table_format, write_table
+
+if TYPE_CHECKING:
+    from tagger.options import TimelineOptions
+
+#: The sidecar kinds, by name, and the class writing each (imported only when asked for:
+#: the XML ones need lxml, and ``vidtag --help`` lists the names).
+SIDECARS: dict[str, str] = {
+    "json": "tagger.sinks.sidecars:JsonSidecar",
+    "vtt": "tagger.sinks.vtt:VttSidecar",
+}
 
 __all__ = [
     "PATH_BYTES",
@@ -32,6 +45,7 @@ __all__ = [
     "Appender",
     "JsonSidecar",
     "Outputs",
+    "SegmentRows",
     "Sink",
     "open_table",
     "remove_sidecar",
@@ -63,19 +77,28 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def sidecars(names: Sequence[str]) -> list[JsonSidecar]:
+def sidecars(names: Sequence[str]) -> list[Sink]:
     """The sidecar writers called ``names`` (see ``SIDECARS``)."""
     unknown = [n for n in names if n not in SIDECARS]
     if unknown:
         raise OutputError(f"unknown sidecar {unknown[0]!r}: choose from {', '.join(SIDECARS)}")
-    return [SIDECARS[name]() for name in dict.fromkeys(names)]
+    writers = []
+    for name in dict.fromkeys(names):
+        module, cls = SIDECARS[name].split(":")
+        writers.append(getattr(importlib.import_module(module), cls)())
+    return writers
 
 
 class Outputs:
-    """The sinks each result goes to as it is decided: the one emit of the scan and the daemon."""
+    """The sinks each result goes to as it is decided: the one emit of the scan and the daemon.
 
-    def __init__(self, sinks: Sequence[Sink] = ()) -> None:
+    With ``timeline`` options, a result that has a timeline but no segments yet (one read back
+    from the state store) gets them made from its clip scores before it is sent.
+    """
+
+    def __init__(self, sinks: Sequence[Sink] = (), timeline: TimelineOptions | None = None) -> None:
         self.sinks = list(sinks)
+        self.timeline = timeline
 
     def emit(self, result: VideoResult, skipped: bool = False) -> list[str]:
         """Send ``result`` to every sink; returns why it is missing from some (one per sink).
@@ -85,6 +108,10 @@ class Outputs:
         an output that is not per video, is raised: every later write would fail the same way.
         ``skipped``: a result from the state store; sinks that have it already are left alone.
         """
+        if self.timeline is not None and result.timeline and not result.segments:
+            from tagger.segments import with_timeline
+
+            result = with_timeline(result, self.timeline)
         reasons = []
         for sink in self.sinks:
             if skipped and sink.done(result):

@@ -1,4 +1,4 @@
-"""Per-video sidecars beside each video: vidtag's own JSON today (XMP, NFO and WebVTT next).
+"""vidtag's own JSON sidecar beside each video, and what the media sidecars tag a video with.
 
 A sidecar is replaced atomically, and a file at its path that vidtag did not write is never
 overwritten or removed.
@@ -17,12 +17,26 @@ from tagger.names import display, json_text
 from tagger.records import LIVE_STATUSES, OutputError, VideoResult
 
 SIDECAR_SUFFIX = ".vidtag.json"
+#: Besides the top label, a video tag becomes a keyword of the media sidecars at this score.
+KEYWORD_MIN_SCORE = 0.5
 _GENERATOR = "vidtag"
 # A sidecar is a few hundred bytes; anything far larger at that path is not one of ours,
 # and reading it whole just to refuse it would be wasteful.
 _SIDECAR_MAX_BYTES = 4 * 1024 * 1024
 
 log = logging.getLogger("tagger.sinks")
+
+
+def keywords(result: VideoResult) -> tuple[str, ...]:
+    """What the media sidecars (XMP, NFO) tag a video with: what a user would say is in it.
+
+    The video's best label, its other labels scoring at least ``KEYWORD_MIN_SCORE``, and the
+    label of every timeline segment; each once, best first. None for a video that failed.
+    """
+    if not result.ok:
+        return ()
+    video = [t.label for i, t in enumerate(result.tags) if i == 0 or t.score >= KEYWORD_MIN_SCORE]
+    return tuple(dict.fromkeys([*video, *result.segment_labels()]))
 
 
 def sidecar_path(video_path: str) -> str:
@@ -63,6 +77,11 @@ def write_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> s
         )
     doc: dict[str, Any] = {"generator": _GENERATOR, **result.row()}
     doc["tags"] = [{"label": t.label, "score": round(t.score, 6)} for t in result.tags]
+    if result.timeline:
+        doc["segments"] = [
+            {k: v for k, v in s.row(result.path, result.model).items() if k not in ("path", "model")}
+            for s in result.segments
+        ]
     for key, value in (extra or {}).items():
         if key in doc:
             raise ValueError(f"sidecar extra key {key!r} clashes with a result field")
@@ -109,6 +128,3 @@ class JsonSidecar:
 
     def close(self) -> None:
         pass
-
-
-SIDECARS: dict[str, type[JsonSidecar]] = {JsonSidecar.name: JsonSidecar}

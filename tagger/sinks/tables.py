@@ -18,7 +18,7 @@ from typing import IO, Any, ClassVar, Self
 
 from tagger.fsutil import atomic_open
 from tagger.names import display, is_utf8, json_text
-from tagger.records import FIELDS, OutputError, VideoResult
+from tagger.records import FIELDS, SEGMENT_FIELDS, OutputError, VideoResult
 
 # Parquet types of the numeric columns (video rows and segment rows); the others are strings.
 _NUMERIC: dict[str, str] = {
@@ -165,6 +165,39 @@ class ParquetTable(Table):
         )
         with atomic_open(self.path, "wb") as f:
             pq.write_table(table, f)
+
+
+class SegmentRows:
+    """The timeline table (``--segments FILE``): a row per segment, the format by suffix.
+    A video without a timeline (or that failed) has no rows."""
+
+    per_file: ClassVar[bool] = False
+
+    def __init__(self, path: str) -> None:
+        if path == "-":
+            raise OutputError("the segments table needs a file (.csv, .jsonl or .parquet), not stdout")
+        self.table = TABLES[table_format(path)](path, SEGMENT_FIELDS)
+
+    def write(self, result: VideoResult) -> None:
+        for segment in result.segments:
+            self.table.write_row(segment.row(result.path, result.model))
+
+    def done(self, result: VideoResult) -> bool:
+        return False  # the table is written whole each run, so every video goes in again
+
+    def remove(self, video_path: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.table.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.table.__exit__(exc_type, exc, tb)
 
 
 TABLES: dict[str, type[Table]] = {cls.name: cls for cls in (CsvTable, JsonlTable, ParquetTable)}

@@ -53,14 +53,17 @@ def release_lock(fd: int) -> None:
 
 
 @contextmanager
-def writer_locks(store: StateStore, output: str | None) -> Iterator[None]:
-    """One writer per output and per state file: claim both for a run (scan or daemon)."""
+def writer_locks(store: StateStore, *outputs: str | None) -> Iterator[None]:
+    """One writer per output and per state file: claim them all for a run (scan or daemon)."""
     store.lock()
-    fd = None if output is None or output == "-" else hold_lock(output)
+    fds: list[int] = []
     try:
+        for output in outputs:
+            if output is not None and output != "-":
+                fds.append(hold_lock(output))
         yield
     finally:
-        if fd is not None:
+        for fd in fds:
             release_lock(fd)
 
 

@@ -177,11 +177,14 @@ class StateStore:
         result = _parse(status, doc, classes)
         return None if result is None else (status, result)
 
-    def lookup(self, file: VideoFile, model: str) -> VideoResult | None:
-        """The stored result if ``file`` is unchanged since ``model`` tagged it successfully."""
+    def lookup(self, file: VideoFile, model: str, timeline: bool = False) -> VideoResult | None:
+        """The stored result if ``file`` is unchanged since ``model`` tagged it successfully
+        (with ``timeline``: densely, so that a timeline can be made from its clip scores)."""
         found = self._fetch(file, model)
         if found is None or found[0] != "ok":
             # Error rows are retried on the next run; removed and moved rows are history.
+            return None
+        if timeline and not found[1].timeline:
             return None
         return found[1]
 
