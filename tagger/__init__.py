@@ -21,6 +21,7 @@ _EXPORTS = {
     "watch_videos": ("tagger.daemon", "watch_videos"),
     "tag": ("tagger.engines.local", "tag"),
     "TagOptions": ("tagger.options", "TagOptions"),
+    "TimelineOptions": ("tagger.options", "TimelineOptions"),
     "WatchOptions": ("tagger.options", "WatchOptions"),
     "VideoFilter": ("tagger.sources.filters", "VideoFilter"),
     "VideoResult": ("tagger.records", "VideoResult"),

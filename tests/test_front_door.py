@@ -41,9 +41,12 @@ def test_the_readme_python_example_runs(tmp_path, tiny_model, video_factory, mon
     said = capsys.readouterr().out.splitlines()
     assert said[0] == "2 tagged, 0 already tagged, 0 failed"
     assert said[1].startswith("videos/a.mp4 [('red',")
-    # One line per clip, with its span and its best class.
-    clips = said[2:]
+    # One line per clip, with its span and its best class; then b's timeline: blue throughout.
+    clips = [line for line in said[2:] if not line.startswith("segment")]
     assert clips and all(re.fullmatch(r"  +[\d.]+- *[\d.]+ s  red", line) for line in clips)
+    (segment,) = [line for line in said[2:] if line.startswith("segment")]
+    start, end = map(float, re.fullmatch(r"segment blue ([\d.]+)-([\d.]+) s", segment).groups())  # type: ignore[union-attr]
+    assert start == 0.0 and end == pytest.approx(40 / 10, abs=0.2)
     with open(tmp_path / "labels.csv", newline="") as f:
         rows = {Path(r["path"]).name: r["label"] for r in csv.DictReader(f)}
     assert rows == {"a.mp4": "red", "b.mp4": "blue"}

@@ -64,17 +64,8 @@ def _foreign_reason(path: str) -> str | None:
     return None
 
 
-def write_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> str:
-    """Write the JSON sidecar beside ``result.path`` and return its path.
-
-    Refuses (``OutputError``) to replace a file at that path that vidtag did not write.
-    """
-    path = sidecar_path(result.path)
-    reason = _foreign_reason(path)
-    if reason is not None:
-        raise OutputError(
-            f"{display(path)} already exists and {reason}; vidtag will not overwrite a file it did not write"
-        )
+def render_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> str:
+    """The JSON sidecar's text for ``result`` (``extra``: more keys, e.g. the version)."""
     doc: dict[str, Any] = {"generator": _GENERATOR, **result.row()}
     doc["tags"] = [{"label": t.label, "score": round(t.score, 6)} for t in result.tags]
     if result.timeline:
@@ -86,10 +77,35 @@ def write_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> s
         if key in doc:
             raise ValueError(f"sidecar extra key {key!r} clashes with a result field")
         doc[key] = value
+    return json_text(doc, indent=2) + "\n"
+
+
+def write_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> str:
+    """Write the JSON sidecar beside ``result.path`` and return its path; a sidecar that holds
+    this already is left as it is (a new mtime makes media servers look again).
+
+    Refuses (``OutputError``) to replace a file at that path that vidtag did not write.
+    """
+    path = sidecar_path(result.path)
+    reason = _foreign_reason(path)
+    if reason is not None:
+        raise OutputError(
+            f"{display(path)} already exists and {reason}; vidtag will not overwrite a file it did not write"
+        )
+    text = render_sidecar(result, extra)
+    if _holds(path, text):
+        return path
     with atomic_open(path, "w") as f:
-        f.write(json_text(doc, indent=2))
-        f.write("\n")
+        f.write(text)
     return path
+
+
+def _holds(path: str, text: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read(len(text) + 1) == text
+    except OSError:
+        return False
 
 
 def remove_sidecar(video_path: str) -> bool:
@@ -120,8 +136,8 @@ class JsonSidecar:
             write_sidecar(result, {"version": __version__})
 
     def done(self, result: VideoResult) -> bool:
-        """Whether the video already has a sidecar (a scan skips rewriting it)."""
-        return os.path.isfile(sidecar_path(result.path))
+        """Whether the video's sidecar holds this result already (a scan skips rewriting it)."""
+        return _holds(sidecar_path(result.path), render_sidecar(result, {"version": __version__}))
 
     def remove(self, video_path: str) -> None:
         remove_sidecar(video_path)
