@@ -273,6 +273,31 @@ def test_rename_yields_moved_and_no_second_settle(tmp_path: Path, streams: Calla
     assert stream.store.known() == [str(c)]
 
 
+@pytest.mark.usefixtures("deaf")
+def test_a_rename_a_poll_saw_as_a_deletion_then_an_arrival_is_a_move(tmp_path: Path) -> None:
+    # A polling snapshot that walks the folder while a file is renamed sees neither name; the
+    # next one sees only the new name: a deletion, then an arrival. What settled is paired.
+    from watchdog.events import FileCreatedEvent, FileDeletedEvent
+
+    from tagger.sources.session import WatchSession
+
+    a = write(tmp_path / "a.mp4", 77)
+    session = WatchSession(Watcher([str(tmp_path)], settle_s=0, tick_s=TICK, poll=True))
+    session.start()
+    try:
+        session.tick(time.monotonic())
+        assert list(session.out) == [Settled(VideoFile(str(a), 77, a.stat().st_mtime_ns))]
+        session.out.clear()
+        b = a.rename(tmp_path / "b.mp4")
+        session.handle(FileDeletedEvent(str(a)))
+        session.handle(FileCreatedEvent(str(b)))
+        session.flush()
+        session.tick(time.monotonic())
+        assert list(session.out) == [Moved(str(a), VideoFile(str(b), 77, b.stat().st_mtime_ns))]
+    finally:
+        session.close()
+
+
 def test_rename_without_a_store_moves_then_settles(tmp_path: Path, streams: Callable[..., Stream]) -> None:
     a = write(tmp_path / "a.mp4", 77)
     stream = streams([tmp_path], is_done=lambda f: False, known_paths=lambda: ())

@@ -111,11 +111,18 @@ class WatchSession:
     # -- moves and deletions -------------------------------------------------------
 
     def pair(self, src: str) -> bool:
-        """Yield ``Moved`` for a vanished ``src`` if what the caller holds for it just arrived elsewhere."""
+        """Yield ``Moved`` for a vanished ``src`` if what the caller holds for it (or what settled
+        there) just arrived elsewhere."""
         arrivals = self.candidates.arrivals
+        settled = self.candidates.yielded.get(src)
         for path in list(reversed(arrivals))[:_PAIR_CHECKS]:
             file = stat_file(path)
-            if file is None or path == src or not self.w.is_done(VideoFile(src, file.size, file.mtime_ns)):
+            if file is None or path == src:
+                continue
+            # What the caller holds for src, or what was settled there, arrived here: a polling
+            # snapshot that ran during the rename saw neither name, then only the new one.
+            key = (file.size, file.mtime_ns)
+            if key != settled and not self.w.is_done(VideoFile(src, *key)):
                 continue
             del arrivals[path]
             log.debug("%s arrived as %s was deleted: taken as a move", path, src)
