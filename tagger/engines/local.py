@@ -95,6 +95,9 @@ def _tag(
             job = make_job(path, classifier.prep, classifier.stride, options)
             first_parts[path] = job
             yield job
+            # Before waiting on the source (a watched folder may be quiet for hours).
+            while more:
+                yield more.popleft()
         # The source is done, but a first part in flight may still add parts: ask again.
         while more or first_parts:
             yield more.popleft() if more else QUIET
