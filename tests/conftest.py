@@ -18,6 +18,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = Path(os.environ.get("VIDTAG_REAL_DATA", ROOT.parent / "shared" / "data" / "real"))
 
+
+def _lol(level: int) -> str:
+    return f"&lol{level - 1};" * 10 if level else "lol" * 10
+
+
+#: The declarations of a "billion laughs" entity bomb: ten levels of ten, 10^10 "lol"s (30 GB)
+#: if &lol9; were ever expanded. Hostile-sidecar tests put it in a DOCTYPE.
+ENTITY_BOMB = "".join(f'<!ENTITY lol{i} "{_lol(i)}">' for i in range(10))
+
+
+def assert_nothing_read_from_passwd(folder: Path) -> None:
+    """No file in ``folder`` holds a line of /etc/passwd (what an external entity would pull in)."""
+    passwd = Path("/etc/passwd")
+    if passwd.exists():
+        first = passwd.read_text().splitlines()[0].encode()
+        assert all(first not in p.read_bytes() for p in folder.iterdir() if p.is_file())
+
+
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 TINY_SIZE = 32
 TINY_FRAMES = 4

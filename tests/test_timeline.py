@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -192,3 +195,33 @@ def test_segments_to_stdout_and_bad_thresholds_are_usage_errors(
     assert flipped.exit_code == 2 and "leave <= enter" in flipped.output
     unknown = run("scan", str(three_actions), "-m", str(tiny_model), "--sidecar", "json,srt")
     assert unknown.exit_code == 2 and "unknown sidecar 'srt'" in unknown.output
+
+
+@pytest.mark.skipif(
+    shutil.which("exiftool") is None, reason="exiftool is not installed (.ci/run installs it)"
+)
+def test_the_media_sidecars_name_the_three_actions(
+    tmp_path: Path, three_actions: Path, tiny_model: Path
+) -> None:
+    folder = tmp_path / "v"
+    folder.mkdir()
+    video = folder / "three.mp4"
+    video.write_bytes(three_actions.read_bytes())
+    result = run("scan", str(folder), "-m", str(tiny_model), "--timeline", "--sidecar", "xmp,nfo")
+    assert result.exit_code == 0, result.output
+
+    read = subprocess.run(
+        ["exiftool", "-j", "-struct", "-G1", "-XMP:all", str(folder / "three.mp4.xmp")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    (xmp,) = json.loads(read.stdout)
+    assert set(xmp["XMP-dc:Subject"]) == set(ACTIONS)
+    assert set(xmp["XMP-digiKam:TagsList"]) == {f"vidtag/{a}" for a in ACTIONS}
+    assert set(xmp["XMP-lr:HierarchicalSubject"]) == {f"vidtag|{a}" for a in ACTIONS}
+    (track,) = xmp["XMP-xmpDM:Tracks"]
+    assert track["FrameRate"] == "f1000"
+    markers = track["Markers"]
+    _close([(m["Name"], m["StartTime"] / 1000, (m["StartTime"] + m["Duration"]) / 1000) for m in markers])
+
+    nfo = ElementTree.parse(folder / "three.nfo").getroot()
+    assert nfo.tag == "movie" and {t.text for t in nfo.iter("tag")} == set(ACTIONS)

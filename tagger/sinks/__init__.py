@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 #: the XML ones need lxml, and ``vidtag --help`` lists the names).
 SIDECARS: dict[str, str] = {
     "json": "tagger.sinks.sidecars:JsonSidecar",
+    "xmp": "tagger.sinks.xmp:XmpSidecar",
+    "nfo": "tagger.sinks.nfo:NfoSidecar",
     "vtt": "tagger.sinks.vtt:VttSidecar",
 }
 

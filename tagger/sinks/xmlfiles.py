@@ -10,13 +10,19 @@ declared, comments, processing instructions (an XMP's ``<?xpacket?>`` pair) and 
 does not keep (quote style and line breaks inside tags) has no meaning, and vidtag compares the
 document it would write with the one it read, not with the bytes, so the file is not rewritten
 for that alone.
+
+``MergedSidecar`` is the sink both share: it leaves a file it will not edit as it is, with a
+warning, writes only what changed, and takes back only what vidtag added.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
+from abc import ABC, abstractmethod
+from typing import ClassVar
 from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
@@ -25,10 +31,12 @@ from lxml import etree
 
 from tagger.fsutil import atomic_open
 from tagger.names import display
-from tagger.records import OutputError
+from tagger.records import LIVE_STATUSES, OutputError, StorageError, VideoResult
 
 #: A sidecar is a few KB. Lightroom's can reach a few MB (masks); beyond this it is not one.
 MAX_BYTES = 8 * 1024 * 1024
+
+log = logging.getLogger("tagger.sinks")
 
 # The XML declaration (and a UTF-8 BOM) as the file spells it: written back byte for byte.
 _PROLOG = re.compile(rb"(?:\xef\xbb\xbf)?(?:<\?xml\s[^>]*\?>)?")
@@ -99,7 +107,8 @@ def _parse(path: str, data: bytes) -> etree._ElementTree:
     except (etree.LxmlError, ValueError) as e:
         raise ForeignSidecarError(path, f"it is not well-formed XML ({e})") from None
     # The second gate, should the two parsers ever disagree on where a document starts.
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None or next(tree.iter(etree.Entity), None):
+    # (libxml2 gives any DOCTYPE, even one with no subset, an internalDTD.)
+    if tree.docinfo.internalDTD is not None or next(tree.iter(etree.Entity), None) is not None:
         raise ForeignSidecarError(path, "it has a DTD (<!DOCTYPE>), which vidtag never reads")
     encoding = tree.docinfo.encoding or "UTF-8"
     if not _ascii_compatible(encoding):
@@ -126,9 +135,12 @@ class XmlDoc:
         """The file's bytes: its own declaration, then each top-level node on a line."""
         root = self.root
         nodes = [*reversed(list(root.itersiblings(preceding=True))), root, *root.itersiblings()]
-        body = b"\n".join(
-            etree.tostring(n, encoding=self.encoding, xml_declaration=False, with_tail=False) for n in nodes
-        )
+        parts = []
+        for node in nodes:
+            part = etree.tostring(node, encoding=self.encoding, xml_declaration=False, with_tail=False)
+            assert isinstance(part, bytes)  # an encoding given: bytes, not str
+            parts.append(part)
+        body = b"\n".join(parts)
         head = self.prolog + b"\n" if self.prolog.endswith(b"?>") else self.prolog
         return head + body + b"\n"
 
@@ -224,7 +236,8 @@ def append(parent: etree._Element, new: etree._Element, unit: str) -> None:
     if len(parent):
         insert_after(parent[-1], new, unit)
         return
-    margin = _margin(_space_before(parent))
+    # The root element starts a line; any other takes the margin of its own line.
+    margin = "" if parent.getparent() is None else _margin(_space_before(parent))
     parent.append(new)
     if margin is not None:
         parent.text = "\n" + margin + unit
@@ -261,3 +274,83 @@ def top_level_extras(doc: XmlDoc, keep_pis: bool) -> bool:
         if not (keep_pis and isinstance(node, etree._ProcessingInstruction)):
             return True
     return False
+
+
+class MergedSidecar(ABC):
+    """A sidecar merged into the user's own file, per video; a kind says where it goes, what a
+    new one holds and how vidtag's part is merged into it and taken out again."""
+
+    #: A failure is of one file (a name too long, a folder not writable): the run goes on.
+    per_file: ClassVar[bool] = True
+
+    @abstractmethod
+    def path(self, video_path: str) -> str: ...
+
+    @abstractmethod
+    def has_content(self, result: VideoResult) -> bool:
+        """Whether ``result`` gives anything to write: a file is made only then."""
+
+    @abstractmethod
+    def new(self, path: str) -> XmlDoc:
+        """The file made where there is none, before anything is merged into it."""
+
+    @abstractmethod
+    def merge(self, doc: XmlDoc, result: VideoResult | None) -> None:
+        """Make ``doc`` hold vidtag's part of ``result`` and all of the user's; with None, take
+        vidtag's part out. ``ForeignSidecarError`` if it is not the kind of file expected."""
+
+    @abstractmethod
+    def empty(self, doc: XmlDoc) -> bool:
+        """Whether nothing of the user's is in ``doc`` (only the skeleton of a new one)."""
+
+    def planned(self, result: VideoResult) -> XmlDoc | None:
+        """The file as ``write`` would leave it (not saved), or None if it writes nothing."""
+        if result.status not in LIVE_STATUSES or not result.ok:
+            return None  # a moved or removed row, or a video that failed: nothing to say
+        path = self.path(result.path)
+        doc = load(path)
+        if doc is None:
+            if not self.has_content(result):
+                return None
+            doc = self.new(path)
+        self.merge(doc, result)
+        return doc
+
+    def write(self, result: VideoResult) -> None:
+        """Merge the result into the file; one vidtag will not edit is left alone (the video
+        is no failure for it)."""
+        try:
+            doc = self.planned(result)
+        except ForeignSidecarError as e:
+            log.warning("%s", e)
+            return
+        if doc is not None:
+            doc.save()
+
+    def done(self, result: VideoResult) -> bool:
+        """Whether the file holds what ``write`` would write: a skipped video's is not rewritten."""
+        try:
+            doc = self.planned(result)
+        except ForeignSidecarError:
+            return False  # so that write says again why it is left alone
+        return doc is None or not doc.changed
+
+    def remove(self, video_path: str) -> None:
+        """Take vidtag's part out; a file left with nothing of the user's is deleted."""
+        try:
+            doc = load(self.path(video_path))
+            if doc is None:
+                return
+            self.merge(doc, None)
+            if doc.changed and self.empty(doc):
+                delete(doc.path)
+            else:
+                doc.save()
+        except StorageError:
+            raise
+        except OutputError as e:  # like the JSON sidecar's: a video that left is no failure
+            log.warning("%s", e)
+
+    def close(self) -> None:
+        """Nothing is held open between videos."""
+        return None

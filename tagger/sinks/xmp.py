@@ -7,9 +7,9 @@ apart from the user's tags and easy to hide or delete as one. ``dc:subject`` get
 ``<label>``: it has no hierarchy, digiKam writes leaf names there, and PhotoPrism and generic
 readers search it. The timeline is an ``xmpDM:Tracks`` track named "vidtag" with one marker per
 segment; its ``frameRate`` is ``f1000``, so times are milliseconds whatever the video's rate, and
-its ``trackType`` (an open choice: the default type of its markers) is "Comment", as Adobe's
-tools file annotated markers; the spec's predefined types (Chapter, Cue, Index, Speech, Track)
-name other things. Each marker's comment holds the scores.
+its ``trackType`` (an open choice: the default type of its markers) is "Comment", for markers
+that annotate; the spec's predefined types (Chapter, Cue, Index, Speech, Track) name other
+things. Each marker's comment holds the scores.
 
 Everything of the user's stays as it was (see ``xmlfiles``). What vidtag added is recorded in
 its own namespace, ``NS_VIDTAG``: ``vidtag:AddedTagsList``, ``vidtag:AddedHierarchicalSubject``
@@ -21,7 +21,6 @@ that is gone goes, and a keyword the user has too is never duplicated, recorded 
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,10 +29,10 @@ from typing import ClassVar
 from lxml import etree
 
 from tagger import __version__
-from tagger.records import LIVE_STATUSES, VideoResult
+from tagger.records import VideoResult
 from tagger.sinks import xmlfiles
 from tagger.sinks.sidecars import keywords
-from tagger.sinks.xmlfiles import ForeignSidecarError, XmlDoc
+from tagger.sinks.xmlfiles import ForeignSidecarError, MergedSidecar, XmlDoc
 
 #: vidtag's namespace. A name, not a web page: the ``.invalid`` domain (RFC 2606) can never
 #: belong to anyone, so no other software's properties can share it. Never change it: files
@@ -52,8 +51,6 @@ TRACK_NAME = "vidtag"
 FRAME_RATE = "f1000"  # ticks per second: marker times are in milliseconds
 _UNIT = " "  # indentation per level, as exiftool writes XMP
 
-log = logging.getLogger("tagger.sinks")
-
 
 def _q(name: str) -> str:
     """``"dc:subject"`` as lxml spells it: ``"{http://purl.org/dc/elements/1.1/}subject"``."""
@@ -61,14 +58,9 @@ def _q(name: str) -> str:
     return f"{{{NAMESPACES[prefix]}}}{local}"
 
 
-def _prefixed(clark: str) -> str:
-    uri, local = clark[1:].split("}")
-    return next(p for p, u in NAMESPACES.items() if u == uri) + ":" + local
-
-
 DESCRIPTION, LI, ABOUT = _q("rdf:Description"), _q("rdf:li"), _q("rdf:about")
 ARRAYS = {_q("rdf:Bag"), _q("rdf:Seq"), _q("rdf:Alt")}
-TRACKS, MODEL = _q("xmpDM:Tracks"), _q("vidtag:Model")
+MODEL = _q("vidtag:Model")
 
 
 @dataclass(frozen=True)
@@ -96,9 +88,9 @@ def xmp_path(video_path: str) -> str:
     return with_ext
 
 
-def _element(name: str, value: str | None = None, **attrib: str) -> etree._Element:
-    prefix = name.split(":")[0]
-    nsmap = {p: NAMESPACES[p] for p in dict.fromkeys((prefix, "rdf"))}
+def _element(name: str, value: str | None = None, ns: Sequence[str] = (), **attrib: str) -> etree._Element:
+    """A new element declaring what it and its children use (lxml drops what the parent has)."""
+    nsmap = {p: NAMESPACES[p] for p in dict.fromkeys((name.split(":")[0], "rdf", *ns))}
     element = etree.Element(_q(name), {_q(k.replace("_", ":")): v for k, v in attrib.items()}, nsmap=nsmap)
     element.text = value
     return element
@@ -114,12 +106,8 @@ def _array(name: str, kind: str, items: Sequence[str | etree._Element]) -> etree
     prop = _element(name)
     array = _sub(prop, kind)
     for item in items:
-        array.append(_li(item) if isinstance(item, str) else item)
+        array.append(_element("rdf:li", item) if isinstance(item, str) else item)
     return prop
-
-
-def _li(value: str) -> etree._Element:
-    return _element("rdf:li", value)
 
 
 def _rdf(doc: XmlDoc) -> etree._Element:
@@ -142,29 +130,32 @@ def _home(rdf: etree._Element) -> etree._Element:
 
 
 def _find(doc: XmlDoc, rdf: etree._Element, name: str) -> etree._Element | None:
-    """The array property ``name`` from any rdf:Description; exiftool writes one per namespace."""
+    """Property ``name`` in any rdf:Description (exiftool writes one per namespace). vidtag's
+    are all elements; one given as an attribute is not what vidtag would guess at."""
     for description in rdf.iterfind(DESCRIPTION):
         if description.get(_q(name)) is not None:
-            raise ForeignSidecarError(doc.path, f"its {name} is an attribute, where XMP has an array")
+            raise ForeignSidecarError(doc.path, f"its {name} is an attribute, not an array")
         found = description.find(_q(name))
         if found is not None:
             return found
     return None
 
 
-def _items(doc: XmlDoc, prop: etree._Element | None) -> etree._Element | None:
-    """The RDF array holding a property's items."""
+def _array_of(
+    doc: XmlDoc, rdf: etree._Element, name: str
+) -> tuple[etree._Element | None, etree._Element | None]:
+    """Array property ``name`` and the RDF array holding its items (None, None if absent)."""
+    prop = _find(doc, rdf, name)
     if prop is None:
-        return None
+        return None, None
     children = [c for c in prop if isinstance(c.tag, str)]
     if len(children) != 1 or children[0].tag not in ARRAYS:
-        raise ForeignSidecarError(doc.path, f"its {_prefixed(prop.tag)} is not an RDF array")
-    return children[0]
+        raise ForeignSidecarError(doc.path, f"its {name} is not an RDF array")
+    return prop, children[0]
 
 
-def _values(doc: XmlDoc, rdf: etree._Element, name: str) -> list[str]:
-    array = _items(doc, _find(doc, rdf, name))
-    values = [] if array is None else (xmlfiles.text(li) for li in array.iterfind(LI))
+def _values(array: etree._Element | None) -> list[str]:
+    values = [] if array is None else [xmlfiles.text(li) for li in array.iterfind(LI)]
     return [v for v in values if v]
 
 
@@ -172,10 +163,9 @@ def _merge_list(doc: XmlDoc, rdf: etree._Element, spec: _List, labels: Sequence[
     """Make the list hold ``labels`` (in vidtag's form) as well as the user's keywords; returns
     the values vidtag added, which are now in it."""
     wanted = [spec.form(label) for label in labels]
-    prop = _find(doc, rdf, spec.prop)
-    array = _items(doc, prop)
-    ours = []
-    for value in dict.fromkeys(_values(doc, rdf, spec.record)):
+    prop, array = _array_of(doc, rdf, spec.prop)
+    ours, took = [], False
+    for value in dict.fromkeys(_values(_array_of(doc, rdf, spec.record)[1])):
         matches = [] if array is None else [li for li in array.iterfind(LI) if xmlfiles.text(li) == value]
         if not matches:
             continue  # the user took it out: re-added below if still wanted
@@ -183,7 +173,8 @@ def _merge_list(doc: XmlDoc, rdf: etree._Element, spec: _List, labels: Sequence[
             ours.append(value)
         else:  # gone from the result, or the user has it too: take back vidtag's copy
             xmlfiles.detach(matches[-1])
-    if prop is not None and array is not None and array.find(LI) is None:
+            took = True
+    if took and prop is not None and array is not None and array.find(LI) is None:
         xmlfiles.detach(prop)  # vidtag's were the last: no empty list is left behind
         prop = array = None
     present = set() if array is None else {xmlfiles.text(li) for li in array.iterfind(LI)}
@@ -192,17 +183,17 @@ def _merge_list(doc: XmlDoc, rdf: etree._Element, spec: _List, labels: Sequence[
         xmlfiles.append(_home(rdf), _array(spec.prop, spec.kind, missing), _UNIT)
     elif array is not None:
         for value in missing:
-            xmlfiles.append(array, _li(value), _UNIT)
+            xmlfiles.append(array, _element("rdf:li", value), _UNIT)
     return ours + missing
 
 
 def _track(result: VideoResult) -> etree._Element:
     """vidtag's track: one marker per segment, times in ``FRAME_RATE`` ticks (milliseconds)."""
-    track = _element("rdf:li", rdf_parseType="Resource")
+    track = _element("rdf:li", ns=("xmpDM", "vidtag"), rdf_parseType="Resource")
     _sub(track, "xmpDM:trackName", TRACK_NAME)
     _sub(track, "xmpDM:trackType", "Comment")
     _sub(track, "xmpDM:frameRate", FRAME_RATE)
-    etree.SubElement(track, MODEL, nsmap={"vidtag": NS_VIDTAG}).text = result.model
+    _sub(track, "vidtag:Model", result.model)
     markers = _sub(_sub(track, "xmpDM:markers"), "rdf:Seq")
     for segment in result.segments:
         start = max(0, round(segment.start_s * 1000))
@@ -218,32 +209,32 @@ def _track(result: VideoResult) -> etree._Element:
 def _is_ours(track: etree._Element) -> bool:
     # A track is a resource: fields as children, inside an rdf:Description, or as attributes.
     description = track.find(DESCRIPTION)
-    return any(t.find(MODEL) is not None or t.get(MODEL) is not None for t in (track, description) if t is not None)
+    return any(
+        t.find(MODEL) is not None or t.get(MODEL) is not None for t in (track, description) if t is not None
+    )
 
 
 def _merge_track(doc: XmlDoc, rdf: etree._Element, result: VideoResult | None) -> bool:
     """Put vidtag's track in place of the one before (or take it out); True if there is one."""
-    prop = _find(doc, rdf, "xmpDM:Tracks")
-    array = _items(doc, prop)
+    prop, array = _array_of(doc, rdf, "xmpDM:Tracks")
     old = [] if array is None else [t for t in array.iterfind(LI) if _is_ours(t)]
     new = _track(result) if result is not None and result.segments else None
-    if old and new is not None:
-        xmlfiles.replace(old.pop(0), new, _UNIT)
-    for track in old:
+    if new is not None and old:
+        xmlfiles.replace(old[0], new, _UNIT)  # in its place: an unchanged timeline is no change
+    elif new is not None and array is not None:
+        xmlfiles.append(array, new, _UNIT)
+    elif new is not None:
+        xmlfiles.append(_home(rdf), _array("xmpDM:Tracks", "rdf:Bag", [new]), _UNIT)
+    for track in old[1:] if new is not None else old:
         xmlfiles.detach(track)
-    if prop is not None and array is not None and array.find(LI) is None:
-        xmlfiles.detach(prop)
-    elif new is not None and new.getparent() is None:
-        if array is None:
-            xmlfiles.append(_home(rdf), _array("xmpDM:Tracks", "rdf:Bag", [new]), _UNIT)
-        else:
-            xmlfiles.append(array, new, _UNIT)
+    if old and prop is not None and array is not None and array.find(LI) is None:
+        xmlfiles.detach(prop)  # vidtag's was the only track
     return new is not None
 
 
-def _set_record(doc: XmlDoc, rdf: etree._Element, name: str, values: Sequence[str]) -> None:
+def _put(doc: XmlDoc, rdf: etree._Element, name: str, new: etree._Element | None) -> None:
+    """Set vidtag's property ``name`` to ``new`` in its place (None: take it out)."""
     prop = _find(doc, rdf, name)
-    new = _array(name, "rdf:Bag", values) if values else None
     if prop is not None and new is not None:
         xmlfiles.replace(prop, new, _UNIT)
     elif prop is not None:
@@ -252,45 +243,25 @@ def _set_record(doc: XmlDoc, rdf: etree._Element, name: str, values: Sequence[st
         xmlfiles.append(_home(rdf), new, _UNIT)
 
 
-def _set_model(rdf: etree._Element, model: str | None) -> None:
-    for description in rdf.iterfind(DESCRIPTION):
-        if description.get(MODEL) is not None:  # a simple property may be an attribute
-            description.attrib.pop(MODEL)
-        for old in description.findall(MODEL):
-            xmlfiles.detach(old)
-    if model is not None:
-        xmlfiles.append(_home(rdf), _element("vidtag:Model", model), _UNIT)
-
-
 def merge(doc: XmlDoc, result: VideoResult | None) -> None:
     """Make ``doc`` hold vidtag's keywords and timeline of ``result`` and the user's own
     metadata; with None, take vidtag's out and leave only the user's."""
     rdf = _rdf(doc)
     labels = keywords(result) if result is not None else ()
-    added = False
-    for spec in LISTS:
-        ours = _merge_list(doc, rdf, spec, labels)
-        _set_record(doc, rdf, spec.record, ours)
-        added = added or bool(ours)
-    added = _merge_track(doc, rdf, result) or added
+    ours = {spec.record: _merge_list(doc, rdf, spec, labels) for spec in LISTS}
+    for record, values in ours.items():
+        _put(doc, rdf, record, _array(record, "rdf:Bag", values) if values else None)
+    added = _merge_track(doc, rdf, result) or any(ours.values())
     model = result.model if result is not None and added else None
-    if model != _model(rdf):
-        _set_model(rdf, model)
-
-
-def _model(rdf: etree._Element) -> str | None:
-    for description in rdf.iterfind(DESCRIPTION):
-        found = description.find(MODEL)
-        value = description.get(MODEL) if found is None else found.text or ""
-        if value is not None:
-            return value
-    return None
+    _put(doc, rdf, "vidtag:Model", None if model is None else _element("vidtag:Model", model))
 
 
 def _skeleton(path: str) -> XmlDoc:
     """A new sidecar: x:xmpmeta > rdf:RDF > one empty rdf:Description; no xpacket wrapper,
     which is for XMP embedded in media files."""
-    root = etree.Element(_q("x:xmpmeta"), {_q("x:xmptk"): f"vidtag {__version__}"}, nsmap={"x": NAMESPACES["x"]})
+    root = etree.Element(
+        _q("x:xmpmeta"), {_q("x:xmptk"): f"vidtag {__version__}"}, nsmap={"x": NAMESPACES["x"]}
+    )
     rdf = etree.SubElement(root, _q("rdf:RDF"), nsmap={"rdf": NAMESPACES["rdf"]})
     others = {p: u for p, u in NAMESPACES.items() if p not in ("x", "rdf")}
     etree.SubElement(rdf, DESCRIPTION, {ABOUT: ""}, nsmap=others)
@@ -308,60 +279,22 @@ def _empty(doc: XmlDoc) -> bool:
     )
 
 
-def planned(result: VideoResult) -> XmlDoc | None:
-    """The sidecar of ``result`` as ``write`` would leave it (not saved), or None when it writes
-    nothing; ``ForeignSidecarError`` when the file there is not one vidtag edits."""
-    if result.status not in LIVE_STATUSES or not result.ok:
-        return None  # a moved or removed row, or a video that failed: no keywords to give
-    path = xmp_path(result.path)
-    doc = xmlfiles.load(path)
-    if doc is None:
-        if not keywords(result) and not result.segments:
-            return None
-        doc = _skeleton(path)
-    merge(doc, result)
-    return doc
-
-
-class XmpSidecar:
+class XmpSidecar(MergedSidecar):
     """``<video>.<ext>.xmp`` (or ``<video>.xmp``): keywords and timeline for photo managers."""
 
     name: ClassVar[str] = "xmp"
-    per_file: ClassVar[bool] = True
 
-    def write(self, result: VideoResult) -> None:
-        """Merge the result's keywords and timeline; a file vidtag cannot edit is left alone."""
-        try:
-            doc = planned(result)
-        except ForeignSidecarError as e:
-            log.warning("%s", e)
-            return
-        if doc is not None:
-            doc.save()
+    def path(self, video_path: str) -> str:
+        return xmp_path(video_path)
 
-    def done(self, result: VideoResult) -> bool:
-        """Whether the sidecar holds what ``write`` would write (a skipped video's is not rewritten)."""
-        try:
-            doc = planned(result)
-        except ForeignSidecarError:
-            return False
-        return doc is None or not doc.changed
+    def has_content(self, result: VideoResult) -> bool:
+        return bool(keywords(result) or result.segments)
 
-    def remove(self, video_path: str) -> None:
-        """Take vidtag's additions out; a file left with nothing of the user's is deleted."""
-        path = xmp_path(video_path)
-        try:
-            doc = xmlfiles.load(path)
-            if doc is None:
-                return
-            merge(doc, None)
-        except ForeignSidecarError as e:
-            log.warning("%s", e)
-            return
-        if doc.changed and _empty(doc):
-            xmlfiles.delete(path)
-        else:
-            doc.save()
+    def new(self, path: str) -> XmlDoc:
+        return _skeleton(path)
 
-    def close(self) -> None:
-        pass
+    def merge(self, doc: XmlDoc, result: VideoResult | None) -> None:
+        merge(doc, result)
+
+    def empty(self, doc: XmlDoc) -> bool:
+        return _empty(doc)
