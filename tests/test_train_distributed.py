@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tagger.demo.synth import make_dataset
-from tagger.training.train import evaluate, labeled_videos
+from tagger.training.evaluate import evaluate, labeled_videos
 
 from .conftest import ROOT
 

@@ -329,9 +329,9 @@ def evaluate(
     """
     from pathlib import Path
 
+    from tagger.training.evaluate import evaluate as run_evaluate
+    from tagger.training.evaluate import labeled_videos
     from tagger.training.report import format_report, write_report
-    from tagger.training.train import evaluate as run_evaluate
-    from tagger.training.train import labeled_videos
 
     try:
         report = run_evaluate(

@@ -292,6 +292,7 @@ def _save_and_report(
     from transformers import AutoModelForVideoClassification
 
     from tagger.training import report as reporting
+    from tagger.training.evaluate import evaluate
 
     out = Path(settings.out)
     # 3. Save the best epoch, not the last one that Trainer holds. It is reloaded here only:
@@ -328,55 +329,3 @@ def _save_and_report(
         api = HfApi()
         repo = api.create_repo(out.name, exist_ok=True).repo_id
         api.upload_folder(repo_id=repo, folder_path=str(out), ignore_patterns=["checkpoints/*"])
-
-
-def labeled_videos(folder: str | Path) -> list[datasets.LabeledVideo]:
-    """Videos of one split folder (``<folder>/<Class>/*``), labeled by their class folder."""
-    from tagger.sources.discover import discover
-
-    root = Path(folder)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise TaggerError(f"{folder} has no class folders (expected {folder}/<Class>/<video>)")
-    return [
-        datasets.LabeledVideo(path=f.path, label=name, group=f"{name}/{Path(f.path).stem}")
-        for name in classes
-        for f in discover([root / name])
-    ]
-
-
-def evaluate(
-    videos: Sequence[datasets.LabeledVideo],
-    model: str,
-    clips: int | None = 1,
-    crops: int = 1,
-    device: str = "auto",
-    batch_size: int | None = None,
-    precision: str = "auto",
-    compile: bool = False,
-) -> Any:
-    """Accuracy and per-class metrics of ``model`` on labeled videos, through the tagging pipeline.
-
-    ``clips=1, crops=1`` is the single-clip score; more clips and ``crops=3`` give the
-    VideoMAE paper's multi-view evaluation (scores averaged over all views).
-    """
-    from tagger.classify import load_classifier
-    from tagger.engines.local import tag
-    from tagger.training.report import evaluate_predictions
-
-    classifier = load_classifier(model, device=device, precision=precision, compile=compile)
-    unknown = sorted({v.label for v in videos} - set(classifier.labels))
-    if unknown:
-        raise TaggerError(
-            f"the model has no label for: {', '.join(unknown)} (its labels: {classifier.labels})"
-        )
-    truth = {v.path: classifier.labels.index(v.label) for v in videos}
-    options = TagOptions(clips=clips, crops=crops, top_k=1, batch_size=batch_size)
-    y_true, y_pred = [], []
-    for result in tag(list(truth), classifier, options):
-        if not result.ok:
-            log.warning("not evaluated: %s: %s", result.path, result.error)
-            continue
-        y_true.append(truth[result.path])
-        y_pred.append(classifier.labels.index(result.tags[0].label))
-    return evaluate_predictions(y_true, y_pred, classifier.labels)
