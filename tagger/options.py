@@ -17,6 +17,9 @@ DECODE_TIMEOUT_S = 120.0
 MAX_PIXELS = 8192 * 4320
 MAX_DURATION_S = 12 * 3600.0
 TOP_K = 5
+#: Where tagging runs: "local" (decode processes feeding one model on this machine) or "ray"
+#: (Ray Data on a local or remote cluster; the ``vidtag[ray]`` extra).
+ENGINES: tuple[str, ...] = ("local", "ray")
 
 
 #: Sidecars that are a timeline, so asking for one cuts clips densely. The XMP sidecar holds

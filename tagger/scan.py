@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tagger import sinks
 from tagger.clips.pool import DecodePool, default_workers
 from tagger.engines.local import LocalEngine
-from tagger.options import DEFAULT_MODEL, TagOptions
+from tagger.options import DEFAULT_MODEL, ENGINES, TagOptions
 from tagger.records import InputError, VideoFile, VideoResult
 from tagger.segments import with_timeline
 from tagger.sinks import Outputs, SegmentRows, open_table, table_format
@@ -28,6 +28,7 @@ from tagger.state import StateStore, resolve_state_path, writer_locks
 
 if TYPE_CHECKING:
     from tagger.engines import Engine
+    from tagger.engines.ray import RaySettings
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ def run(
     force: bool = False,
     allow_network_state: bool = False,
     reporter: Reporter | None = None,
+    engine: str = "local",
+    ray: RaySettings | None = None,
 ) -> ScanSummary:
     """What ``vidtag scan`` does: find the videos under ``paths``, tag them and write ``output``.
 
@@ -140,6 +143,9 @@ def run(
     sidecar, makes a timeline even when ``options.timeline`` is None. The state is ``state`` or
     the default next to the output (see ``tagger.state``), locked for the run together with the
     outputs. The decode processes start while the model loads.
+
+    ``engine``: "local" (decode processes on this machine feeding one model) or "ray" (Ray
+    Data, joined or started as ``ray`` says; see ``tagger.engines.ray``).
     """
     from tagger.classify import load_classifier, resolve_device
 
@@ -156,17 +162,25 @@ def run(
     files = list(discover(paths, filter=filter or VideoFilter()))
     if not files:
         log.warning("no video files under %s", ", ".join(paths))
-    workers = options.workers or default_workers(resolve_device(device).type)
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r} (one of: {', '.join(ENGINES)})")
     with ExitStack() as stack:
         store = stack.enter_context(StateStore(state))
         stack.enter_context(writer_locks(store, output, segments))
-        decoder = stack.enter_context(DecodePool(workers, options.timeout_s).start())
-        classifier = load_classifier(model, device, precision, compile=compile)
-        engine = LocalEngine(classifier, options, decoder)
+        runner: Engine
+        if engine == "ray":
+            from tagger.engines.ray import RayEngine
+
+            runner = RayEngine(model, options, ray, device=device, precision=precision, compile=compile)
+        else:
+            workers = options.workers or default_workers(resolve_device(device).type)
+            decoder = stack.enter_context(DecodePool(workers, options.timeout_s).start())
+            classifier = load_classifier(model, device, precision, compile=compile)
+            runner = LocalEngine(classifier, options, decoder)
         report: Any = stack.enter_context(reporter(len(files))) if reporter else None
         return scan(
             files,
-            engine,
+            runner,
             store,
             output=output,
             outputs=Outputs(writers, timeline=options.timeline),

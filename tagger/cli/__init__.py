@@ -20,11 +20,13 @@ from tagger.cli.params import (
     append_path,
     clip_options,
     daemon_options,
+    engine_options,
     fail,
     inference_options,
     model_choice,
     model_option,
     output_path,
+    ray_settings,
     state_options,
     tag_options,
     tagging_options,
@@ -62,6 +64,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--hidden", is_flag=True, help="Also scan dot-files and dot-folders.")
 @state_options
 @click.option("--force", is_flag=True, help="Re-tag videos the state file already has.")
+@engine_options
 def scan(
     paths: tuple[str, ...],
     output: str | None,
@@ -94,6 +97,8 @@ def scan(
             force=force,
             allow_network_state=params["allow_network_state"],
             reporter=progress.Reporter,
+            engine=params["engine"],
+            ray=ray_settings(params),
         )
     except TaggerError as exc:
         raise fail(exc) from None

@@ -334,3 +334,59 @@ def daemon_options(f: F) -> F:
     ):
         f = option(f)
     return f
+
+
+def engine_options(f: F) -> F:
+    """Where a scan runs: this machine, or a Ray cluster (``tagger.engines.ray``)."""
+    for option in reversed(
+        [
+            click.option(
+                "--engine",
+                type=click.Choice(defaults.ENGINES),
+                default="local",
+                show_default=True,
+                help="local: decode processes feed one model here; ray: Ray Data on a cluster "
+                '(pip install "vidtag[ray]"), with --workers model actors.',
+            ),
+            click.option(
+                "--ray-address",
+                metavar="ADDR",
+                default=None,
+                help="Ray cluster to join [default: $RAY_ADDRESS, else a local Ray sized to this machine].",
+            ),
+            click.option(
+                "--gpus-per-worker",
+                type=click.FloatRange(min=0),
+                default=0.0,
+                show_default=True,
+                help="GPUs each model actor takes (0.5: two actors share a GPU).",
+            ),
+            click.option(
+                "--decode-cpus",
+                type=click.FloatRange(min=0, min_open=True),
+                default=1.0,
+                show_default=True,
+                help="CPUs Ray reserves for each decode task (one file at a time each).",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def ray_settings(params: dict[str, Any]) -> Any:
+    """The ``RaySettings`` of ``engine_options``; None for the local engine."""
+    if params["engine"] != "ray":
+        for name, unset in (("ray_address", None), ("gpus_per_worker", 0.0), ("decode_cpus", 1.0)):
+            if params[name] != unset:
+                flag = "--" + name.replace("_", "-")
+                raise click.UsageError(f"{flag} is for --engine ray")
+        return None
+    from tagger.engines.ray import RaySettings
+
+    return RaySettings(
+        address=params["ray_address"],
+        workers=params["workers"],
+        gpus_per_worker=params["gpus_per_worker"],
+        decode_cpus=params["decode_cpus"],
+    )
