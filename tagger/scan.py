@@ -24,6 +24,7 @@ from tagger.sinks import Outputs, SegmentRows, open_table, table_format
 from tagger.sinks.tables import Table
 from tagger.sources.discover import discover
 from tagger.sources.filters import VideoFilter
+from tagger.sources.manifest import is_uri, manifest_files
 from tagger.state import StateStore, resolve_state_path, writer_locks
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def run(
     reporter: Reporter | None = None,
     engine: str = "local",
     ray: RaySettings | None = None,
+    manifest: str | None = None,
 ) -> ScanSummary:
     """What ``vidtag scan`` does: find the videos under ``paths``, tag them and write ``output``.
 
@@ -145,7 +147,8 @@ def run(
     outputs. The decode processes start while the model loads.
 
     ``engine``: "local" (decode processes on this machine feeding one model) or "ray" (Ray
-    Data, joined or started as ``ray`` says; see ``tagger.engines.ray``).
+    Data, joined or started as ``ray`` says; see ``tagger.engines.ray``). ``manifest``: a
+    Parquet or CSV file whose ``path`` column lists more videos, local or URIs (s3://...).
     """
     from tagger.classify import load_classifier, resolve_device
 
@@ -160,8 +163,12 @@ def run(
     options = (options or TagOptions()).for_outputs(segments is not None, sidecars)
     state = resolve_state_path(state, output, allow_network=allow_network_state)
     files = list(discover(paths, filter=filter or VideoFilter()))
+    if manifest is not None:
+        files = list({f.path: f for f in [*files, *manifest_files(manifest)]}.values())
+        if sidecars and any(is_uri(f.path) for f in files):
+            raise InputError("sidecars are written next to local videos; the manifest lists URIs")
     if not files:
-        log.warning("no video files under %s", ", ".join(paths))
+        log.warning("no video files under %s", ", ".join([*paths, *([manifest] if manifest else [])]))
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r} (one of: {', '.join(ENGINES)})")
     with ExitStack() as stack:

@@ -237,3 +237,18 @@ def test_a_rerun_after_the_driver_is_killed_tags_every_video_once(local_ray, tin
     assert sorted(Path(p).name for p in rows) == [f"v{i}.mp4" for i in range(8)]
     assert {r["label"] for r in rows.values()} == set(colours)
     assert _recorded(state) == 8
+
+
+def test_a_manifest_of_uris_through_ray_gives_the_local_rows(local_ray, library, tiny_model, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = tmp_path / "list.parquet"
+    uris = [(library / n).as_uri() for n in ("red.mp4", "blue.mkv", "noise.mp4")]
+    pq.write_table(pa.table({"path": uris}), manifest)
+    for engine in ("local", "ray"):
+        scan_with(engine, [], tiny_model, tmp_path, timeline=False, manifest=str(manifest))
+    assert_same_rows(tmp_path / "local.csv", tmp_path / "ray.csv")
+    rows = read_csv(tmp_path / "ray.csv")
+    assert list(rows) == uris
+    assert rows[uris[1]]["label"] == "blue" and rows[uris[2]]["status"] == "error"

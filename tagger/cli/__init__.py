@@ -47,7 +47,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=str))
 @click.option(
     "-o",
     "--output",
@@ -64,6 +64,12 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--hidden", is_flag=True, help="Also scan dot-files and dot-folders.")
 @state_options
 @click.option("--force", is_flag=True, help="Re-tag videos the state file already has.")
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=str),
+    default=None,
+    help="Parquet or CSV file whose 'path' column lists videos (local paths or URIs: s3://, gs://, ...).",
+)
 @engine_options
 def scan(
     paths: tuple[str, ...],
@@ -71,19 +77,23 @@ def scan(
     segments: str | None,
     state: str | None,
     force: bool,
+    manifest: str | None,
     **params: Any,
 ) -> None:
-    """Tag every video under PATHS and write one row per video.
+    """Tag every video under PATHS (and in --manifest) and write one row per video.
 
     \b
     Examples:
       vidtag scan ./videos -o labels.csv
       vidtag scan ./videos -o labels.csv --segments segments.csv --sidecar xmp,vtt
+      vidtag scan --manifest videos.parquet -o labels.parquet --engine ray --ray-address auto
     """
     from tagger import progress
     from tagger.scan import run
     from tagger.sources.filters import VideoFilter
 
+    if not paths and manifest is None:
+        raise click.UsageError("name PATHS to scan, or a --manifest of them")
     try:
         summary = run(
             paths,
@@ -99,6 +109,7 @@ def scan(
             reporter=progress.Reporter,
             engine=params["engine"],
             ray=ray_settings(params),
+            manifest=manifest,
         )
     except TaggerError as exc:
         raise fail(exc) from None

@@ -30,7 +30,11 @@ def ffmpeg_message(exc: av.FFmpegError) -> str:
 
 
 def open_video(path: str) -> Any:
+    from tagger.sources.manifest import is_uri, open_input
+
     try:
+        if is_uri(path):  # s3://, gs://, file://...: read through a file system library
+            return av.open(open_input(path), metadata_errors="ignore")
         # "file:" makes FFmpeg take the name as it is: without it a name such as
         # "concat:a.mp4" or "http:x.mp4" in the current folder is read as a protocol.
         return av.open("file:" + path, metadata_errors="ignore")
