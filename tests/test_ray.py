@@ -252,3 +252,60 @@ def test_a_manifest_of_uris_through_ray_gives_the_local_rows(local_ray, library,
     rows = read_csv(tmp_path / "ray.csv")
     assert list(rows) == uris
     assert rows[uris[1]]["label"] == "blue" and rows[uris[2]]["status"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gpus-per-worker", "1"], "the Ray cluster has 0 GPUs; --workers 1 --gpus-per-worker 1 need 1"),
+        (["--workers", "2"], "the Ray cluster has 2 CPUs; 2 model actors (1 CPU each)"),
+    ],
+)
+def test_a_job_the_cluster_cannot_schedule_is_refused(
+    local_ray, library, tiny_model, tmp_path, flags, message
+):
+    out = tmp_path / "labels.csv"
+    args = [
+        "scan",
+        str(library / "red.mp4"),
+        "-m",
+        str(tiny_model),
+        "-o",
+        str(out),
+        "--engine",
+        "ray",
+        *flags,
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_a_decode_task_loses_only_the_file_whose_decoder_crashes_or_hangs(
+    library, tiny_model, tmp_path, monkeypatch
+):
+    """What a Ray decode task runs, in this process: its child decoder dies or hangs on one
+    file, and that file's rows say so while the next file decodes."""
+    from tagger.clips.decode import make_job
+    from tagger.clips.pool import DecodePool
+    from tagger.engines import ray as ray_engine
+    from tagger.models import load_spec
+    from tagger.options import TagOptions
+    from tests.test_pipeline import crashing_decoder
+
+    for name in ("crash.mp4", "hang.mp4"):
+        (tmp_path / name).write_bytes((library / "red.mp4").read_bytes())
+    spec = load_spec(str(tiny_model))
+    job = make_job("", spec.prep, spec.stride, TagOptions())
+    with DecodePool(1, timeout_s=3, worker=crashing_decoder, shared_memory=False) as pool:
+        monkeypatch.setattr(ray_engine, "_POOL", pool)
+        rows = {}
+        for path in (tmp_path / "crash.mp4", tmp_path / "hang.mp4", library / "green.mp4"):
+            rows[path.name] = list(ray_engine.decode_rows({"path": str(path)}, job, spec.prep.crop, 1, 3.0))
+    for name, reason in (("crash.mp4", "the decoder crashed"), ("hang.mp4", "longer than 3 s")):
+        (row,) = rows[name]
+        assert row["slot"] == -1 and row["total"] == 0 and reason in row["error"]
+    green = rows["green.mp4"]
+    assert [r["slot"] for r in green] == list(range(len(green))) and green[-1]["total"] == len(green)
+    assert not green[-1]["error"] and all(r["frames"].shape == green[0]["frames"].shape for r in green)

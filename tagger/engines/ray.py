@@ -243,10 +243,30 @@ class RayEngine:
             "compile": compile,
         }
         connect(self.settings.address, self.settings.num_cpus)
+        self._check_fits()
 
     @property
     def model(self) -> str:
         return self._model
+
+    def _check_fits(self) -> None:
+        """Refuse a job the cluster can never schedule (Ray would wait for it without a word):
+        each actor takes 1 CPU and its GPUs, and one decode task at least needs its CPUs."""
+        have = self.ray.cluster_resources()
+        settings = self.settings
+        workers = settings.workers or 1
+        gpus = workers * settings.gpus_per_worker
+        if gpus > have.get("GPU", 0):
+            raise InputError(
+                f"the Ray cluster has {have.get('GPU', 0):g} GPUs; --workers {workers} "
+                f"--gpus-per-worker {settings.gpus_per_worker:g} need {gpus:g}"
+            )
+        cpus = workers + settings.decode_cpus
+        if cpus > have.get("CPU", 0):
+            raise InputError(
+                f"the Ray cluster has {have.get('CPU', 0):g} CPUs; {workers} model actors (1 CPU each) "
+                f"and a decode task (--decode-cpus {settings.decode_cpus:g}) need {cpus:g}"
+            )
 
     def close(self) -> None:
         """Leaves the Ray connection up (a later run in this process reuses it)."""
