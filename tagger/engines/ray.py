@@ -149,14 +149,14 @@ def decode_rows(
                     held = _row(path, clip.index * crops + k, (clip.start_s, clip.end_s), frames)
                     total += 1
         pending = later
-    last = held or _row(path, -1, (0.0, 0.0), np.zeros(_clip_shape(job), dtype=np.uint8))
+    last = held or _row(path, -1, (0.0, 0.0), np.zeros(_clip_shape(job, crop), dtype=np.uint8))
     last.update(total=total, error=error, info=json.dumps(asdict(info)) if info else "")
     yield last
 
 
-def _clip_shape(job: DecodeJob) -> tuple[int, int, int, int]:
+def _clip_shape(job: DecodeJob, crop: tuple[int, int] | None) -> tuple[int, int, int, int]:
     """The shape of the model's clips (a blank row's frames)."""
-    height, width = job.crop or job.size or (job.short_side or 1, job.short_side or 1)
+    height, width = crop or job.size or (job.short_side or 1, job.short_side or 1)
     return (job.num_frames, height, width, 3)
 
 
