@@ -15,7 +15,7 @@ import torch
 
 from tagger.models import fingerprint, labels_of, load_spec, model_load_error
 from tagger.options import DEFAULT_MODEL
-from tagger.records import TaggerError
+from tagger.records import InputError, TaggerError
 from tagger.transforms import Preprocessing, to_model_input
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class Classifier:
         dtype: torch.dtype,
         name: str,
         fingerprint: str,
+        variant: str = "",
     ) -> None:
         self.model = model
         self.labels = labels_of(config)
@@ -76,6 +77,8 @@ class Classifier:
         self.dtype = dtype
         self.name = name
         self.fingerprint = fingerprint
+        #: Set when the scores differ from the checkpoint's own (int8): part of ``id``.
+        self.variant = variant
         #: Largest batch that fitted in GPU memory, once one did not.
         self.max_batch: int | None = None
         self._batch: np.ndarray | None = None
@@ -92,7 +95,7 @@ class Classifier:
     @property
     def id(self) -> str:
         """Model name and weights hash, as written in the ``model`` column."""
-        return f"{self.name}@{self.fingerprint}"
+        return f"{self.name}@{self.fingerprint}" + (f"+{self.variant}" if self.variant else "")
 
     def stack(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         """Clips into one batch array, reused from call to call (page-locked on CUDA).
@@ -148,22 +151,34 @@ class Classifier:
 
 
 def load_classifier(
-    model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto", compile: bool = False
+    model: str = DEFAULT_MODEL,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+    runtime: str = "torch",
 ) -> Classifier:
     """Load ``model`` (alias, hub id or directory) for inference on ``device``.
 
     ``compile`` wraps the model in ``torch.compile``: worth it on a GPU for long runs; the
     first batch of each new size pays the compilation (about 30 s for a tiny model on CPU).
+    ``runtime`` (see ``tagger.runtimes``): onnx or openvino run an export of the model, made
+    once and cached; ``precision="int8"`` quantizes it (onnx).
     """
     from transformers import AutoModelForVideoClassification
     from transformers.utils import logging as hf_logging
+
+    from tagger.runtimes import load_exported, resolve_runtime
 
     # A per-tensor loading bar on stderr would bury vidtag's own progress.
     hf_logging.disable_progress_bar()
     spec = load_spec(model)
     ref = spec.ref
     torch_device = resolve_device(device)
-    dtype = resolve_precision(precision, torch_device)
+    runtime = resolve_runtime(runtime, torch_device.type, precision)
+    if runtime != "torch" and compile:
+        raise InputError(f"--compile is for --runtime torch, not {runtime}")
+    exported = runtime != "torch"
+    dtype = torch.float32 if exported else resolve_precision(precision, torch_device)
     try:
         net = AutoModelForVideoClassification.from_pretrained(
             ref.source,
@@ -174,9 +189,19 @@ def load_classifier(
     except (OSError, ValueError) as exc:
         raise model_load_error(ref, exc) from None
     net.eval().to(torch_device)
-    if compile:
-        net = torch.compile(net)
-    log.info("loaded %s on %s as %s", ref.name, torch_device, str(dtype).removeprefix("torch."))
+    weights = fingerprint(ref, spec.config)
+    variant = ""
+    if exported:
+        config = spec.config
+        crop = spec.prep.crop or spec.prep.size or (config.image_size, config.image_size)
+        kind = "int8" if precision == "int8" else "fp32"
+        net = load_exported(net, weights, runtime, kind, (config.num_frames, *crop), torch.get_num_threads())
+        variant = "int8" if kind == "int8" else ""
+        log.info("loaded %s for %s (%s)", ref.name, runtime, kind)
+    else:
+        if compile:
+            net = torch.compile(net)
+        log.info("loaded %s on %s as %s", ref.name, torch_device, str(dtype).removeprefix("torch."))
     return Classifier(
-        net, spec.config, spec.prep, spec.stride, torch_device, dtype, ref.name, fingerprint(ref, spec.config)
+        net, spec.config, spec.prep, spec.stride, torch_device, dtype, ref.name, weights, variant=variant
     )

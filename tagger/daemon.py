@@ -207,6 +207,7 @@ def watch_videos(
     device: str = "auto",
     precision: str = "auto",
     compile: bool = False,
+    runtime: str = "torch",
     options: TagOptions | None = None,
     watch: WatchOptions | None = None,
     state: str | None = None,
@@ -238,7 +239,7 @@ def watch_videos(
     with ExitStack() as stack:
         store = stack.enter_context(StateStore(state))
         stack.enter_context(writer_locks(store, output))
-        classifier = load_classifier(model, device, precision, compile=compile)
+        classifier = load_classifier(model, device, precision, compile=compile, runtime=runtime)
         outputs = Outputs(
             [*([sinks.Appender(output)] if output else []), *writers], timeline=options.timeline
         )

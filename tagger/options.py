@@ -10,7 +10,12 @@ from dataclasses import dataclass, replace
 
 #: The model used when none is named (an alias in tagger/registry.toml).
 DEFAULT_MODEL = "kinetics-400"
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+#: int8: dynamic quantization, with ``--runtime onnx`` only.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
+#: Who runs the forward pass: PyTorch, or the model exported to ONNX and run by ONNX Runtime
+#: or OpenVINO on the CPU (the ``vidtag[onnx]`` and ``vidtag[openvino]`` extras). auto: on a
+#: CPU the first installed of openvino, onnx; torch on a GPU.
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "openvino", "auto")
 #: Seconds allowed to decode one file; a file over it is an error row.
 DECODE_TIMEOUT_S = 120.0
 #: 8K (7680x4320) and a little more: larger frames are refused before decoding.

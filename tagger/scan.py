@@ -125,6 +125,7 @@ def run(
     device: str = "auto",
     precision: str = "auto",
     compile: bool = False,
+    runtime: str = "torch",
     options: TagOptions | None = None,
     filter: VideoFilter | None = None,
     state: str | None = None,
@@ -178,11 +179,13 @@ def run(
         if engine == "ray":
             from tagger.engines.ray import RayEngine
 
-            runner = RayEngine(model, options, ray, device=device, precision=precision, compile=compile)
+            runner = RayEngine(
+                model, options, ray, device=device, precision=precision, compile=compile, runtime=runtime
+            )
         else:
             workers = options.workers or default_workers(resolve_device(device).type)
             decoder = stack.enter_context(DecodePool(workers, options.timeout_s).start())
-            classifier = load_classifier(model, device, precision, compile=compile)
+            classifier = load_classifier(model, device, precision, compile=compile, runtime=runtime)
             runner = LocalEngine(classifier, options, decoder)
         report: Any = stack.enter_context(reporter(len(files))) if reporter else None
         return scan(

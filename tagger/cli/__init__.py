@@ -332,6 +332,7 @@ def evaluate(
     device: str,
     precision: str,
     compile_model: bool,
+    runtime: str,
     clips: int,
     three_crop: bool,
     batch_size: int | None,
@@ -358,6 +359,7 @@ def evaluate(
             device=device,
             precision=precision,
             compile=compile_model,
+            runtime=runtime,
             batch_size=batch_size,
         )
         click.echo(format_report(report))

@@ -95,13 +95,22 @@ def inference_options(f: F) -> F:
         type=click.Choice(defaults.PRECISIONS),
         default="auto",
         show_default=True,
-        help="auto: bf16 on CUDA and on CPUs with bf16 matrix units, else fp32.",
+        help="auto: bf16 on CUDA and on CPUs with bf16 matrix units, else fp32; int8 with --runtime onnx.",
     )(f)
     f = click.option(
         "--device", type=DeviceType(), default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
     )(f)
     f = click.option(
         "--compile", "compile_model", is_flag=True, help="torch.compile the model (long GPU runs)."
+    )(f)
+    f = click.option(
+        "--runtime",
+        type=click.Choice(defaults.RUNTIMES),
+        default="torch",
+        show_default=True,
+        help="Who runs the model: torch, or an export cached per model for onnx (ONNX Runtime; "
+        'pip install "vidtag[onnx]") or openvino (OpenVINO; "vidtag[openvino]"), both on the CPU. '
+        "auto: on a CPU openvino, else onnx, whichever is installed (the faster first); torch on a GPU.",
     )(f)
     return model_option(f)
 
@@ -237,6 +246,7 @@ def model_choice(params: dict[str, Any]) -> dict[str, Any]:
         "device": params["device"],
         "precision": params["precision"],
         "compile": params["compile_model"],
+        "runtime": params["runtime"],
     }
 
 

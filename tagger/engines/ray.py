@@ -225,6 +225,7 @@ class RayEngine:
         device: str = "auto",
         precision: str = "auto",
         compile: bool = False,
+        runtime: str = "torch",
     ) -> None:
         from tagger.models import fingerprint, load_spec
 
@@ -241,6 +242,7 @@ class RayEngine:
             "device": device,
             "precision": precision,
             "compile": compile,
+            "runtime": runtime,
         }
         connect(self.settings.address, self.settings.num_cpus)
         self._check_fits()

@@ -41,6 +41,7 @@ def evaluate(
     batch_size: int | None = None,
     precision: str = "auto",
     compile: bool = False,
+    runtime: str = "torch",
 ) -> Any:
     """Accuracy and per-class metrics of ``model`` on labeled videos, through the tagging pipeline.
 
@@ -51,7 +52,7 @@ def evaluate(
     from tagger.engines.local import tag
     from tagger.training.report import evaluate_predictions
 
-    classifier = load_classifier(model, device=device, precision=precision, compile=compile)
+    classifier = load_classifier(model, device=device, precision=precision, compile=compile, runtime=runtime)
     unknown = sorted({v.label for v in videos} - set(classifier.labels))
     if unknown:
         raise TaggerError(
