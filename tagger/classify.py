@@ -194,10 +194,11 @@ def load_classifier(
     if exported:
         config = spec.config
         crop = spec.prep.crop or spec.prep.size or (config.image_size, config.image_size)
-        kind = "int8" if precision == "int8" else "fp32"
-        net = load_exported(net, weights, runtime, kind, (config.num_frames, *crop), torch.get_num_threads())
-        variant = "int8" if kind == "int8" else ""
-        log.info("loaded %s for %s (%s)", ref.name, runtime, kind)
+        net = load_exported(
+            net, weights, runtime, precision, (config.num_frames, *crop), torch.get_num_threads()
+        )
+        variant = "int8" if precision == "int8" else ""
+        log.info("loaded %s for %s (%s)", ref.name, runtime, precision)
     else:
         if compile:
             net = torch.compile(net)

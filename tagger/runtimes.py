@@ -28,6 +28,8 @@ PACKAGES = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino"
 #: ``auto`` on a CPU takes the first of these that is installed (OpenVINO measured fastest).
 CPU_PREFERENCE = ("openvino", "onnx")
 OPSET = 17
+#: vidtag's precision -> OpenVINO's inference precision hint (auto: OpenVINO's own choice).
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
 def installed(runtime: str) -> bool:
@@ -55,6 +57,8 @@ def resolve_runtime(runtime: str, device_type: str, precision: str) -> str:
             raise InputError(f"--runtime {runtime} runs on the CPU: use --device cpu, or --runtime torch")
     if precision == "int8" and runtime != "onnx":
         raise InputError("--precision int8 needs --runtime onnx (dynamic int8 quantization)")
+    if runtime == "onnx" and precision in ("bf16", "fp16"):
+        raise InputError("--runtime onnx runs fp32 or int8 on the CPU: use --precision fp32, auto or int8")
     return runtime
 
 
@@ -131,7 +135,7 @@ def _written_by_name(target: Path) -> Iterator[Path]:
 class ExportedModel:
     """Called like a transformers model: ``model(pixel_values=x).logits``, on the CPU."""
 
-    def __init__(self, runtime: str, path: Path, threads: int) -> None:
+    def __init__(self, runtime: str, path: Path, threads: int, precision: str = "fp32") -> None:
         self.runtime = runtime
         self.path = path
         if runtime == "onnx":
@@ -145,7 +149,12 @@ class ExportedModel:
         else:
             import openvino as ov
 
-            compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+            config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads}
+            # OpenVINO computes in bf16 by itself where the CPU has bf16 units: that is what auto
+            # means in vidtag too, but fp32 has to be asked for.
+            if precision in OPENVINO_PRECISIONS:
+                config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[precision]
+            compiled = ov.Core().compile_model(str(path), "CPU", config)
             self._run = lambda x: compiled(x)[0]
 
     def __call__(self, pixel_values: Any) -> SimpleNamespace:
@@ -170,7 +179,7 @@ def load_exported(
         if precision == "int8" and not path.is_file():
             _quantize(fp32, path)
         try:
-            return ExportedModel(runtime, path, threads)
+            return ExportedModel(runtime, path, threads, precision)
         except Exception as exc:  # each runtime has its own load errors
             if attempt == 2:
                 raise InputError(f"cannot load the {runtime} export {path}: {exc}") from None

@@ -162,8 +162,8 @@ def model_load_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
 
     seen: dict[str, object] = {}
 
-    def refuse(model, device="auto", precision="auto", compile=False):  # type: ignore[no-untyped-def]
-        seen.update(model=model, device=device, precision=precision, compile=compile)
+    def refuse(model, device="auto", precision="auto", compile=False, runtime="torch"):  # type: ignore[no-untyped-def]
+        seen.update(model=model, device=device, precision=precision, compile=compile, runtime=runtime)
         raise ModelLoadError("stop here")
 
     monkeypatch.setattr(classify, "load_classifier", refuse)

@@ -323,6 +323,12 @@ def test_evaluate_takes_the_inference_options_scan_has(tmp_path, model_load_spy)
     (tmp_path / "split" / "red").mkdir(parents=True)
     (tmp_path / "split" / "red" / "a.mp4").write_bytes(b"x")
     args = ["evaluate", str(tmp_path / "split"), "-m", "some-model", "--device", "cpu"]
-    done = CliRunner().invoke(cli, [*args, "--precision", "fp32", "--compile"])
+    done = CliRunner().invoke(cli, [*args, "--precision", "fp32", "--compile", "--runtime", "onnx"])
     assert done.exit_code == 2 and "stop here" in done.output
-    assert model_load_spy == {"model": "some-model", "device": "cpu", "precision": "fp32", "compile": True}
+    assert model_load_spy == {
+        "model": "some-model",
+        "device": "cpu",
+        "precision": "fp32",
+        "compile": True,
+        "runtime": "onnx",
+    }

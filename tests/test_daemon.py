@@ -331,6 +331,14 @@ def test_watch_passes_the_inference_options_to_the_model(tmp_path, model_load_sp
     root = tmp_path / "lib"
     root.mkdir()
     args = ["watch", str(root), "-o", str(tmp_path / "out.csv"), "-m", "some-model"]
-    done = CliRunner().invoke(cli, [*args, "--device", "cpu", "--precision", "fp32", "--compile"])
+    done = CliRunner().invoke(
+        cli, [*args, "--device", "cpu", "--precision", "fp32", "--compile", "--runtime", "onnx"]
+    )
     assert done.exit_code == 2 and "stop here" in done.output
-    assert model_load_spy == {"model": "some-model", "device": "cpu", "precision": "fp32", "compile": True}
+    assert model_load_spy == {
+        "model": "some-model",
+        "device": "cpu",
+        "precision": "fp32",
+        "compile": True,
+        "runtime": "onnx",
+    }

@@ -91,6 +91,10 @@ def test_the_export_is_reused_remade_for_a_changed_model_and_rebuilt_when_corrup
     made = export.stat().st_mtime_ns
     expected = first.predict(clips)
 
+    import torch
+
+    threads = first.model._session.get_session_options().intra_op_num_threads
+    assert threads == torch.get_num_threads()
     again = load_classifier(str(tiny_model), "cpu", "fp32", runtime="onnx")
     assert export.stat().st_mtime_ns == made, "a cached export was made again"
     assert np.allclose(again.predict(clips), expected)
@@ -110,11 +114,13 @@ def test_the_export_is_reused_remade_for_a_changed_model_and_rebuilt_when_corrup
     assert runtimes.export_path(first.fingerprint, "onnx", "fp32", (4, 32, 32)) == export
 
 
-def test_auto_picks_an_installed_cpu_runtime_and_torch_on_a_gpu():
+def test_auto_picks_an_installed_cpu_runtime_and_torch_on_a_gpu(caplog):
     from tagger.runtimes import installed, resolve_runtime
 
-    chosen = resolve_runtime("auto", "cpu", "fp32")
+    with caplog.at_level("INFO", logger="tagger.runtimes"):
+        chosen = resolve_runtime("auto", "cpu", "fp32")
     assert chosen == ("openvino" if installed("openvino") else "onnx")
+    assert f"runtime auto: {chosen}" in caplog.text
     assert resolve_runtime("auto", "cuda", "auto") == "torch"
     assert resolve_runtime("auto", "cpu", "int8") == "onnx"
 
