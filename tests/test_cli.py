@@ -106,7 +106,7 @@ def test_bad_file_gives_error_row_and_exit_1(tmp_path, video_factory, tiny_model
         (["-o", "labels.xlsx"], ".csv"),
         (["--clips", "0"], "--clips"),
         (["--top-k", "0"], "--top-k"),
-        (["--precision", "int8"], "--precision"),
+        (["--precision", "int4"], "--precision"),
     ],
 )
 def test_usage_errors_exit_2_before_loading_a_model(library, args, message):
