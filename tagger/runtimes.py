@@ -115,8 +115,15 @@ def _quantize(source: Path, target: Path) -> None:
     """Dynamic int8 (weights int8, activations quantized on the fly) of ``source`` at ``target``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _written_by_name(target) as partial:
-        quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    # The quantizer advises pre-processing through the root logger on every call.
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        with _written_by_name(target) as partial:
+            quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 @contextmanager
