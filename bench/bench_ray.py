@@ -53,7 +53,13 @@ def decode_only(engine, files: list[str]) -> tuple[float, int]:
     items = ray.data.from_items([{"path": p} for p in files], override_num_blocks=len(files))
     clips = items.flat_map(
         decode_rows,
-        fn_kwargs={"job": job, "crop": engine.spec.prep.crop, "crops": 1, "timeout_s": 120.0},
+        fn_kwargs={
+            "job": job,
+            "crop": engine.spec.prep.crop,
+            "crops": 1,
+            "timeout_s": 120.0,
+            "clip_shape": engine.spec.clip_shape,
+        },
     )
     counts = clips.map_batches(lambda b: {"n": [int((b["slot"] >= 0).sum())]}, batch_format="numpy")
     started = time.perf_counter()

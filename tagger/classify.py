@@ -179,27 +179,28 @@ def load_classifier(
         raise InputError(f"--compile is for --runtime torch, not {runtime}")
     exported = runtime != "torch"
     dtype = torch.float32 if exported else resolve_precision(precision, torch_device)
-    try:
-        net = AutoModelForVideoClassification.from_pretrained(
-            ref.source,
-            use_safetensors=True,
-            attn_implementation="sdpa",
-            dtype=dtype,
-        )
-    except (OSError, ValueError) as exc:
-        raise model_load_error(ref, exc) from None
-    net.eval().to(torch_device)
+
+    def load_net() -> Any:
+        try:
+            net = AutoModelForVideoClassification.from_pretrained(
+                ref.source,
+                use_safetensors=True,
+                attn_implementation="sdpa",
+                dtype=dtype,
+            )
+        except (OSError, ValueError) as exc:
+            raise model_load_error(ref, exc) from None
+        return net.eval().to(torch_device)
+
     weights = fingerprint(ref, spec.config)
     variant = ""
-    if exported:
-        config = spec.config
-        crop = spec.prep.crop or spec.prep.size or (config.image_size, config.image_size)
-        net = load_exported(
-            net, weights, runtime, precision, (config.num_frames, *crop), torch.get_num_threads()
-        )
+    net: Any
+    if exported:  # the torch weights are loaded only when there is no export yet
+        net = load_exported(load_net, weights, runtime, precision, spec.clip_shape, torch.get_num_threads())
         variant = "int8" if precision == "int8" else ""
         log.info("loaded %s for %s (%s)", ref.name, runtime, precision)
     else:
+        net = load_net()
         if compile:
             net = torch.compile(net)
         log.info("loaded %s on %s as %s", ref.name, torch_device, str(dtype).removeprefix("torch."))

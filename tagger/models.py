@@ -138,6 +138,12 @@ class ModelSpec:
     def labels(self) -> list[str]:
         return labels_of(self.config)
 
+    @property
+    def clip_shape(self) -> tuple[int, int, int]:
+        """Frames, height and width of one clip as the model takes it."""
+        size = self.prep.crop or self.prep.size or (self.config.image_size, self.config.image_size)
+        return (self.prep.num_frames, *size)
+
 
 def load_spec(model: str = DEFAULT_MODEL) -> ModelSpec:
     """Config, preprocessing and clip plan of ``model`` (alias, hub id or directory)."""

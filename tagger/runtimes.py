@@ -13,12 +13,13 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from tagger.fsutil import cannot_write
 from tagger.records import InputError
 
 log = logging.getLogger(__name__)
@@ -173,18 +174,27 @@ class ExportedModel:
 
 
 def load_exported(
-    net: Any, fingerprint: str, runtime: str, precision: str, shape: tuple[int, int, int], threads: int
+    load_net: Callable[[], Any],
+    fingerprint: str,
+    runtime: str,
+    precision: str,
+    shape: tuple[int, int, int],
+    threads: int,
 ) -> ExportedModel:
-    """The cached export of ``net`` for ``runtime`` (made now if missing), loaded. A cached file
-    that does not load (cut short, corrupt) is made again, once."""
+    """The cached export for ``runtime`` (made now from ``load_net()``, the torch model, if
+    missing), loaded. A cached file that does not load (cut short, corrupt) is made again, once;
+    a cache folder that takes no file is one clear error."""
     fp32 = export_path(fingerprint, runtime, "fp32", shape)
     path = export_path(fingerprint, runtime, precision, shape) if precision == "int8" else fp32
     for attempt in (1, 2):
-        if not fp32.is_file():
-            log.info("exporting the model to %s (once per model)", fp32)
-            _export(net, shape, fp32)
-        if precision == "int8" and not path.is_file():
-            _quantize(fp32, path)
+        try:
+            if not fp32.is_file():
+                log.info("exporting the model to %s (once per model)", fp32)
+                _export(load_net(), shape, fp32)
+            if precision == "int8" and not path.is_file():
+                _quantize(fp32, path)
+        except OSError as exc:
+            raise cannot_write(fp32 if not fp32.is_file() else path, exc) from None
         try:
             return ExportedModel(runtime, path, threads, precision)
         except Exception as exc:  # each runtime has its own load errors

@@ -93,3 +93,9 @@ def test_sidecars_for_uris_and_a_scan_of_nothing_are_usage_errors(videos, tiny_m
     result = CliRunner().invoke(cli, ["scan", "-m", str(tiny_model)])
     assert result.exit_code == 2 and "--manifest" in result.output
     assert not list(Path(videos["red"]).parent.glob("*.vidtag.json"))
+
+
+def test_a_numeric_path_column_is_read_as_names(tmp_path):
+    manifest = tmp_path / "list.parquet"
+    pq.write_table(pa.table({"path": [12, 7]}), manifest)
+    assert read_manifest(str(manifest)) == [str(tmp_path / "12"), str(tmp_path / "7")]

@@ -76,6 +76,11 @@ def scan_with(engine: str, paths: list[str], model: Path, out: Path, timeline: b
     )
 
 
+def ray_scan(path: Path, model: Path, out: Path, *flags: str) -> list[str]:
+    """The arguments of ``vidtag scan PATH -m MODEL -o OUT --engine ray FLAGS``."""
+    return ["scan", str(path), "-m", str(model), "-o", str(out), "--engine", "ray", *flags]
+
+
 def assert_same_rows(local: Path, remote: Path) -> None:
     """Labels, errors and clip counts equal; scores within 1e-4."""
     a, b = read_csv(local), read_csv(remote)
@@ -154,18 +159,7 @@ def test_vidtag_scan_engine_ray_writes_rows_and_sidecars(local_ray, library, tin
     for name in ("red.mp4", "red-then-blue.mp4"):
         (good / name).write_bytes((library / name).read_bytes())
     out = tmp_path / "labels.jsonl"
-    args = [
-        "scan",
-        str(good),
-        "-m",
-        str(tiny_model),
-        "-o",
-        str(out),
-        "--engine",
-        "ray",
-        "--sidecar",
-        "json,vtt",
-    ]
+    args = ray_scan(good, tiny_model, out, "--sidecar", "json,vtt")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     lines = out.read_text().splitlines()
@@ -265,17 +259,7 @@ def test_a_job_the_cluster_cannot_schedule_is_refused(
     local_ray, library, tiny_model, tmp_path, flags, message
 ):
     out = tmp_path / "labels.csv"
-    args = [
-        "scan",
-        str(library / "red.mp4"),
-        "-m",
-        str(tiny_model),
-        "-o",
-        str(out),
-        "--engine",
-        "ray",
-        *flags,
-    ]
+    args = ray_scan(library / "red.mp4", tiny_model, out, *flags)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -302,7 +286,9 @@ def test_a_decode_task_loses_only_the_file_whose_decoder_crashes_or_hangs(
         monkeypatch.setattr(ray_engine, "_POOL", pool)
         rows = {}
         for path in (tmp_path / "crash.mp4", tmp_path / "hang.mp4", library / "green.mp4"):
-            rows[path.name] = list(ray_engine.decode_rows({"path": str(path)}, job, spec.prep.crop, 1, 3.0))
+            rows[path.name] = list(
+                ray_engine.decode_rows({"path": str(path)}, job, spec.prep.crop, 1, 3.0, spec.clip_shape)
+            )
     for name, reason in (("crash.mp4", "the decoder crashed"), ("hang.mp4", "longer than 3 s")):
         (row,) = rows[name]
         assert row["slot"] == -1 and row["total"] == 0 and reason in row["error"]

@@ -160,3 +160,26 @@ def test_evaluate_takes_the_runtime_too(library, tiny_model, tmp_path, cache):
     assert result.exit_code == 0, result.output
     assert "accuracy: 1.000 (3 examples)" in result.output, result.output
     assert list(cache.glob("*.onnx"))
+
+
+def test_a_cached_export_needs_no_torch_weights(tiny_model, cache, monkeypatch):
+    import transformers
+
+    from tagger.classify import load_classifier
+
+    load_classifier(str(tiny_model), "cpu", "fp32", runtime="onnx")
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the torch weights were loaded for a cached export")
+
+    monkeypatch.setattr(transformers.AutoModelForVideoClassification, "from_pretrained", refuse)
+    assert load_classifier(str(tiny_model), "cpu", "fp32", runtime="onnx").labels == ["red", "green", "blue"]
+
+
+def test_a_cache_folder_that_takes_no_file_is_one_line(library, tiny_model, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    result = CliRunner().invoke(cli, ["scan", str(library), "-m", str(tiny_model), "--runtime", "onnx"])
+    assert result.exit_code == 1, result.output
+    assert "cannot write" in result.output and "Traceback" not in result.output

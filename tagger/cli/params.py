@@ -387,10 +387,10 @@ def engine_options(f: F) -> F:
 def ray_settings(params: dict[str, Any]) -> Any:
     """The ``RaySettings`` of ``engine_options``; None for the local engine."""
     if params["engine"] != "ray":
-        for name, unset in (("ray_address", None), ("gpus_per_worker", 0.0), ("decode_cpus", 1.0)):
-            if params[name] != unset:
-                flag = "--" + name.replace("_", "-")
-                raise click.UsageError(f"{flag} is for --engine ray")
+        ctx = click.get_current_context()
+        for name in ("ray_address", "gpus_per_worker", "decode_cpus"):
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+                raise click.UsageError(f"--{name.replace('_', '-')} is for --engine ray")
         return None
     from tagger.engines.ray import RaySettings
 

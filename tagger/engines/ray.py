@@ -68,7 +68,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray"
         raise InputError(f"cannot start or join {where}: {exc}") from None
-    # Ray Data's plan and per-operator lines would stack on vidtag's own progress.
+
+
+def _configure(ray: Any) -> None:
+    """What every vidtag job on Ray needs, however Ray was started (by vidtag or its caller):
+    no bars or plan lines stacked on vidtag's progress, and no block dropped quietly."""
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -110,7 +114,12 @@ def _row(path: str, slot: int, span: tuple[float, float], frames: np.ndarray) ->
 
 
 def decode_rows(
-    item: dict[str, Any], job: DecodeJob, crop: tuple[int, int] | None, crops: int, timeout_s: float
+    item: dict[str, Any],
+    job: DecodeJob,
+    crop: tuple[int, int] | None,
+    crops: int,
+    timeout_s: float,
+    clip_shape: tuple[int, int, int],
 ) -> Iterator[dict[str, Any]]:
     """One file's clips as rows, one per crop view (``slot`` = clip index * crops + crop).
 
@@ -149,15 +158,9 @@ def decode_rows(
                     held = _row(path, clip.index * crops + k, (clip.start_s, clip.end_s), frames)
                     total += 1
         pending = later
-    last = held or _row(path, -1, (0.0, 0.0), np.zeros(_clip_shape(job, crop), dtype=np.uint8))
+    last = held or _row(path, -1, (0.0, 0.0), np.zeros((*clip_shape, 3), dtype=np.uint8))
     last.update(total=total, error=error, info=json.dumps(asdict(info)) if info else "")
     yield last
-
-
-def _clip_shape(job: DecodeJob, crop: tuple[int, int] | None) -> tuple[int, int, int, int]:
-    """The shape of the model's clips (a blank row's frames)."""
-    height, width = crop or job.size or (job.short_side or 1, job.short_side or 1)
-    return (job.num_frames, height, width, 3)
 
 
 # --- model actors -----------------------------------------------------------------------------
@@ -275,6 +278,7 @@ class RayEngine:
 
     def _dataset(self, paths: list[str]) -> Any:
         ray = self.ray
+        _configure(ray)
         options, settings, spec = self.options, self.settings, self.spec
         job = make_job("", spec.prep, spec.stride, options)
         gpus = settings.gpus_per_worker
@@ -288,6 +292,7 @@ class RayEngine:
                 "crop": spec.prep.crop,
                 "crops": options.crops,
                 "timeout_s": options.timeout_s,
+                "clip_shape": spec.clip_shape,
             },
             num_cpus=settings.decode_cpus,
         )

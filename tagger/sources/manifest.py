@@ -97,8 +97,12 @@ def read_manifest(manifest: str) -> list[str]:
         raise InputError(
             f"manifest {display(manifest)} has no 'path' column (its columns: {', '.join(columns)})"
         )
+    try:
+        listed = table.column("path").cast(pa.string()).to_pylist()
+    except pa.ArrowException as exc:
+        raise InputError(f"manifest {display(manifest)}: its 'path' column is not text ({exc})") from None
     folder = os.path.dirname(os.path.abspath(manifest))
-    paths = (p for p in table.column("path").to_pylist() if p)
+    paths = (p for p in listed if p)
     return list(dict.fromkeys(p if is_uri(p) or os.path.isabs(p) else os.path.join(folder, p) for p in paths))
 
 
