@@ -2,6 +2,7 @@
 
     python bench/bench_gpu.py [--videos 2000] [--model base|tiny] [--precision auto]
                               [--batch-size N] [--workers N] [--compile] [--pipeline-files 50]
+                              [--frames auto|rgb|yuv]
 
 Videos: UCF101-shaped clips (320x240, 25 fps, MPEG-4 Part 2, 7 s) generated once into
 bench/.cache/ucf101-sized (a few dozen distinct ones, hard-linked under more names, so the
@@ -18,7 +19,9 @@ Runs, one after another, on the same files:
 - pipeline loop: ``pipeline("video-classification")`` once per file on the same device
   (fp32, first 16 frames), over the first ``--pipeline-files``.
 
-The bound is whichever of decoding and the model supplies fewer clips/s. ``--device cpu``
+``--frames`` is vidtag's: auto ships YUV 4:2:0 planes to a model on a GPU; ``--frames rgb``
+gives the RGB baseline to compare against. The bound is whichever of decoding and the model
+supplies fewer clips/s. ``--device cpu``
 runs the same script without a GPU (for a quick check of the script itself).
 """
 
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--frames", choices=("auto", "rgb", "yuv"), default="auto")
     parser.add_argument("--pipeline-files", type=int, default=50)
     args = parser.parse_args()
 
@@ -108,7 +112,8 @@ def main() -> None:
     classifier = load_classifier(str(model_dir), args.device, args.precision, compile=args.compile)
     batch = args.batch_size or classifier.default_batch_size
     workers = args.workers or default_workers(classifier.device.type)
-    options = TagOptions(batch_size=batch)
+    options = TagOptions(batch_size=batch, frames=args.frames)
+    planes = options.planes(classifier.device.type)
     precision = str(classifier.dtype).removeprefix("torch.")
     print(f"machine: {machine()}")
     print(
@@ -119,7 +124,7 @@ def main() -> None:
     with DecodePool(workers).start() as decoder:
         vidtag(files[: 2 * batch], classifier, options, decoder)  # warm-up (and compilation)
         decoded = decode_only(
-            decoder, (make_job(p, classifier.prep, classifier.stride, options) for p in files)
+            decoder, (make_job(p, classifier.prep, classifier.stride, options, planes) for p in files)
         )
         print(f"decode only: {decoded.clips_per_s:.1f} clips/s", flush=True)
         top = ceiling(classifier, batch, clips=max(len(files), 4 * batch))

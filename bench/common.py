@@ -133,11 +133,11 @@ def vidtag(files: list[str], classifier: Any, options: Any, decoder: Any) -> Run
     busy = 0.0
     predict = classifier.predict
 
-    def timed(clips: Any) -> Any:
+    def timed(clips: Any, planes: Any = None) -> Any:
         nonlocal busy
         t = time.perf_counter()
         try:
-            return predict(clips)  # returns numpy: the device is synchronized
+            return predict(clips, planes)  # returns numpy: the device is synchronized
         finally:
             busy += time.perf_counter() - t
 

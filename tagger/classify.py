@@ -15,8 +15,8 @@ import torch
 
 from tagger.models import fingerprint, labels_of, load_spec, model_load_error
 from tagger.options import DEFAULT_MODEL
-from tagger.records import InputError, TaggerError
-from tagger.transforms import Preprocessing, to_model_input
+from tagger.records import InputError, Planes, TaggerError
+from tagger.transforms import Preprocessing, planes_to_rgb, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class Classifier:
         self.variant = variant
         #: Largest batch that fitted in GPU memory, once one did not.
         self.max_batch: int | None = None
-        self._batch: np.ndarray | None = None
+        #: One batch array per clip shape (RGB frames, or planes of one size).
+        self._batches: dict[tuple[int, ...], np.ndarray] = {}
 
     @property
     def default_batch_size(self) -> int:
@@ -105,15 +106,18 @@ class Classifier:
         valid until the next call; ``predict`` is done with it when it returns.
         """
         shape = (len(clips), *clips[0].shape)
-        if self._batch is None or self._batch.shape[1:] != shape[1:] or len(self._batch) < len(clips):
+        batch = self._batches.get(shape[1:])
+        if batch is None or len(batch) < len(clips):
             if self.device.type == "cuda":
-                self._batch = torch.empty(shape, dtype=torch.uint8, pin_memory=True).numpy()
+                batch = torch.empty(shape, dtype=torch.uint8, pin_memory=True).numpy()
             else:
-                self._batch = np.empty(shape, dtype=np.uint8)
-        return np.stack(clips, out=self._batch[: len(clips)])
+                batch = np.empty(shape, dtype=np.uint8)
+            self._batches[shape[1:]] = batch
+        return np.stack(clips, out=batch[: len(clips)])
 
-    def predict(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:
+    def predict(self, clips: np.ndarray | torch.Tensor, planes: Planes | None = None) -> np.ndarray:
         """uint8 ``(B, T, H, W, 3)`` → float32 ``(B, labels)``; softmax, or sigmoid if multi-label.
+        With ``planes`` the clips are YUV rows ``(B, T, planes.row_size)``, made RGB on the device.
 
         A batch that runs out of GPU memory is split in halves, and the smaller size is kept
         for later calls, so a batch size too large for the card costs one retry, not the run.
@@ -124,7 +128,7 @@ class Classifier:
         while start < len(clips):
             chunk = clips[start : start + size]
             try:
-                parts.append(self._forward(chunk))
+                parts.append(self._forward(chunk, planes))
             except torch.cuda.OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
@@ -137,13 +141,15 @@ class Classifier:
         return np.concatenate(parts)
 
     @torch.inference_mode()
-    def _forward(self, clips: np.ndarray | torch.Tensor) -> np.ndarray:
+    def _forward(self, clips: np.ndarray | torch.Tensor, planes: Planes | None = None) -> np.ndarray:
         frames = torch.as_tensor(clips)
         if self.device.type == "cuda":
             # uint8 crosses the bus (4x less than float); normalization happens on the GPU.
             # pin_memory() is free for a batch from stack(), which is page-locked already;
             # reading the probabilities back waits for the copy, so the batch can be reused.
             frames = frames.pin_memory().to(self.device, non_blocking=True)
+        if planes is not None:
+            frames = planes_to_rgb(frames, planes)
         pixel_values = to_model_input(frames, self.prep, self.dtype)
         logits = self.model(pixel_values=pixel_values).logits.float()
         probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)

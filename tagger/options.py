@@ -25,6 +25,10 @@ TOP_K = 5
 #: Where tagging runs: "local" (decode processes feeding one model on this machine) or "ray"
 #: (Ray Data on a local or remote cluster; the ``vidtag[ray]`` extra).
 ENGINES: tuple[str, ...] = ("local", "ray")
+#: What decode processes hand the model: RGB frames, or YUV 4:2:0 planes (half the bytes)
+#: made RGB on the model's device. auto: planes for a model on a GPU, where the CPU decode is
+#: the bound; RGB on a CPU, where the conversion would cost the same cores (BENCHMARKS.md).
+FRAMES: tuple[str, ...] = ("auto", "rgb", "yuv")
 
 
 #: Sidecars that are a timeline, so asking for one cuts clips densely. The XMP sidecar holds
@@ -76,6 +80,12 @@ class TagOptions:
     #: A timeline: clips cut densely over the whole video (``clips`` then does not apply),
     #: merged into segments. None: ``clips`` clips spread over the video.
     timeline: TimelineOptions | None = None
+    #: One of ``FRAMES``.
+    frames: str = "auto"
+
+    def planes(self, device: str) -> bool:
+        """Whether decoders ship YUV planes to a model on ``device`` (a torch device type)."""
+        return self.frames == "yuv" or (self.frames == "auto" and device == "cuda")
 
     def for_outputs(self, segments: bool, sidecars: Sequence[str]) -> TagOptions:
         """These options, with a (default) timeline when the outputs need one: a segments

@@ -130,15 +130,55 @@ class VideoInfo:
     codec: str = ""
 
 
+@dataclass(frozen=True)
+class Planes:
+    """How a clip's frames are YUV 4:2:0 planes rather than RGB (``tagger.clips.planes``).
+
+    Each frame is one flat uint8 row: the luma crop (``height`` x ``width``), then U and V,
+    each ``chroma_shape`` samples covering that crop. The model's device turns them into RGB
+    (``tagger.transforms.planes_to_rgb``): half the bytes of RGB cross from the decoders.
+    """
+
+    height: int
+    width: int
+    #: Row and column, in the resized frame's U and V planes, of the chroma window's first sample.
+    start: tuple[int, int]
+    #: Where in the window (in samples, rows and columns) the chroma of the crop's first pixel
+    #: is taken from; each pixel after it moves half a sample.
+    origin: tuple[float, float]
+    #: RGB = M @ (Y, U, V, 1), row-major 3x4: the map swscale applies to the stream's tags.
+    matrix: tuple[float, ...]
+
+    @property
+    def chroma_shape(self) -> tuple[int, int]:
+        """Rows and columns of the chroma window: the crop's, and a sample more each side."""
+        return self.height // 2 + 3, self.width // 2 + 3
+
+    @property
+    def row_size(self) -> int:
+        """Bytes per frame."""
+        ch, cw = self.chroma_shape
+        return self.height * self.width + 2 * ch * cw
+
+
 @dataclass(frozen=True, eq=False)
 class Clip:
-    """``frames`` is uint8 ``(T, H, W, 3)`` RGB; times are seconds from pts."""
+    """``frames`` is uint8 ``(T, H, W, 3)`` RGB, or ``(T, planes.row_size)`` when ``planes`` is
+    set; times are seconds from pts."""
 
     path: str
     index: int
     start_s: float
     end_s: float
     frames: np.ndarray = field(repr=False)
+    planes: Planes | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Height and width of the RGB frames."""
+        if self.planes is not None:
+            return self.planes.height, self.planes.width
+        return self.frames.shape[1], self.frames.shape[2]
 
 
 class Quiet:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tagger.clips.crops import centre_crop
+from tagger.records import Planes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -119,6 +120,40 @@ def to_model_input(
     std = torch.tensor(prep.std, device=x.device, dtype=torch.float32) / prep.rescale
     x = (x.float() - mean) / std
     return x.movedim(-1, -3).contiguous().to(dtype)
+
+
+def planes_to_rgb(frames: torch.Tensor, planes: Planes) -> torch.Tensor:
+    """uint8 ``(..., planes.row_size)`` 4:2:0 rows (``tagger.clips.planes``) to uint8
+    ``(..., H, W, 3)`` RGB, on the device the rows are on.
+
+    Chroma is upsampled bilinearly to the luma grid from where swscale's RGB path takes it
+    (``planes.origin``), then ``planes.matrix`` maps each (Y, U, V) to RGB.
+    """
+    height, width = planes.height, planes.width
+    ch, cw = planes.chroma_shape
+    lead = frames.shape[:-1]
+    x = frames.float()
+    luma = x[..., : height * width].reshape(*lead, height, width)
+    chroma = x[..., height * width :].reshape(*lead, 2, ch, cw)
+    rows = _upsampling(height, ch, planes.origin[0], x.device)
+    cols = _upsampling(width, cw, planes.origin[1], x.device)
+    u, v = (rows @ chroma[..., k, :, :] @ cols.T for k in (0, 1))
+    yuv1 = torch.stack([luma, u, v, torch.ones_like(luma)], dim=-1)
+    matrix = torch.tensor(planes.matrix, dtype=torch.float32, device=x.device).view(3, 4)
+    return (yuv1 @ matrix.T).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _upsampling(size: int, samples: int, origin: float, device: torch.device) -> torch.Tensor:
+    """``(size, samples)`` bilinear weights taking pixel ``j`` from sample ``origin + j / 2``."""
+    position = (origin + torch.arange(size, dtype=torch.float64) / 2).clamp(0, samples - 1)
+    low = position.floor().long()
+    high = (low + 1).clamp(max=samples - 1)
+    frac = position - low
+    weights = torch.zeros(size, samples, dtype=torch.float64)
+    index = torch.arange(size)
+    weights.index_put_((index, low), 1 - frac, accumulate=True)
+    weights.index_put_((index, high), frac, accumulate=True)
+    return weights.to(device=device, dtype=torch.float32)
 
 
 def to_display(pixel_values: torch.Tensor, prep: Preprocessing) -> torch.Tensor:

@@ -79,6 +79,21 @@ def write_video(
     return path
 
 
+def scan_rows(folder: Path, model: Path, out: Path, *flags: str) -> dict[str, dict[str, str]]:
+    """``vidtag scan FOLDER -m MODEL -o OUT`` on the CPU at fp32 (and ``flags``): its rows by path."""
+    import csv
+
+    from click.testing import CliRunner
+
+    from tagger.cli import cli
+
+    args = ["scan", str(folder), "-m", str(model), "-o", str(out), "--device", "cpu", "--precision", "fp32"]
+    result = CliRunner().invoke(cli, [*args, *flags])
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as f:
+        return {r["path"]: r for r in csv.DictReader(f)}
+
+
 @pytest.fixture(scope="session")
 def video_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     folder = tmp_path_factory.mktemp("videos")

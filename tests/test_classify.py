@@ -162,11 +162,11 @@ def test_batch_out_of_gpu_memory_is_split_and_remembered(classifier, monkeypatch
     forward = classifier._forward
     sizes: list[int] = []
 
-    def small_card(batch):  # type: ignore[no-untyped-def]
+    def small_card(batch, planes=None):  # type: ignore[no-untyped-def]
         sizes.append(len(batch))
         if len(batch) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return forward(batch)
+        return forward(batch, planes)
 
     monkeypatch.setattr(classifier, "_forward", small_card)
     monkeypatch.setattr(classifier, "max_batch", None)
@@ -179,7 +179,7 @@ def test_batch_out_of_gpu_memory_is_split_and_remembered(classifier, monkeypatch
 
 
 def test_a_single_clip_out_of_memory_is_raised(classifier, monkeypatch):
-    def no_memory(batch):  # type: ignore[no-untyped-def]
+    def no_memory(batch, planes=None):  # type: ignore[no-untyped-def]
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(classifier, "_forward", no_memory)

@@ -208,11 +208,11 @@ def test_no_forward_pass_starts_after_a_stop(video_factory, classifier):
     calls: list[int] = []
     original = classifier.predict
 
-    def predict(clips):  # type: ignore[no-untyped-def]
+    def predict(clips, planes=None):  # type: ignore[no-untyped-def]
         calls.append(len(clips))
         if len(calls) == 1:
             stop.set()  # SIGTERM arrives while the first batch runs
-        return original(clips)
+        return original(clips, planes)
 
     classifier.predict = predict
     try:
@@ -231,9 +231,9 @@ def test_without_a_stop_every_clip_is_scored(video_factory, classifier):
     calls: list[int] = []
     original = classifier.predict
 
-    def predict(clips):  # type: ignore[no-untyped-def]
+    def predict(clips, planes=None):  # type: ignore[no-untyped-def]
         calls.append(len(clips))
-        return original(clips)
+        return original(clips, planes)
 
     classifier.predict = predict
     try:

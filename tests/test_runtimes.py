@@ -3,16 +3,14 @@ Runtime or OpenVINO, with torch's labels; dynamic int8; a missing runtime is a u
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tagger.cli import cli
-from tests.conftest import write_video
+from tests.conftest import scan_rows, write_video
 
 ort = pytest.importorskip("onnxruntime", reason="needs the onnx extra (pip install -e '.[dev]' installs it)")
 
@@ -33,14 +31,6 @@ def library(tmp_path_factory):
     return folder
 
 
-def scan(library: Path, model: Path, out: Path, *flags: str) -> dict[str, dict[str, str]]:
-    args = ["scan", str(library), "-m", str(model), "-o", str(out), "--device", "cpu", "--precision", "fp32"]
-    result = CliRunner().invoke(cli, [*args, *flags])
-    assert result.exit_code == 0, result.output
-    with open(out, newline="") as f:
-        return {r["path"]: r for r in csv.DictReader(f)}
-
-
 def scores(row: dict[str, str]) -> dict[str, float]:
     return dict(zip(row["labels"].split("|"), map(float, row["scores"].split("|")), strict=True))
 
@@ -54,8 +44,8 @@ RUNTIMES = [
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_each_runtime_gives_torch_labels_and_scores(runtime, library, tiny_model, tmp_path, cache):
-    torch_rows = scan(library, tiny_model, tmp_path / "torch.csv")
-    rows = scan(library, tiny_model, tmp_path / f"{runtime}.csv", "--runtime", runtime)
+    torch_rows = scan_rows(library, tiny_model, tmp_path / "torch.csv")
+    rows = scan_rows(library, tiny_model, tmp_path / f"{runtime}.csv", "--runtime", runtime)
     assert rows.keys() == torch_rows.keys()
     for path, row in rows.items():
         assert row["label"] == torch_rows[path]["label"]
@@ -66,9 +56,11 @@ def test_each_runtime_gives_torch_labels_and_scores(runtime, library, tiny_model
 
 
 def test_int8_keeps_top1_and_says_so_in_the_model_column(library, tiny_model, tmp_path, cache, caplog):
-    fp32 = scan(library, tiny_model, tmp_path / "fp32.csv")
+    fp32 = scan_rows(library, tiny_model, tmp_path / "fp32.csv")
     with caplog.at_level("WARNING"):
-        int8 = scan(library, tiny_model, tmp_path / "int8.csv", "--runtime", "onnx", "--precision", "int8")
+        int8 = scan_rows(
+            library, tiny_model, tmp_path / "int8.csv", "--runtime", "onnx", "--precision", "int8"
+        )
     assert "pre-processing" not in caplog.text  # the quantizer's advice stays off the terminal
     assert {p: r["label"] for p, r in int8.items()} == {p: r["label"] for p, r in fp32.items()}
     assert all(

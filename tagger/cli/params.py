@@ -174,6 +174,14 @@ def tagging_options(f: F) -> F:
                 help="Decode processes [default: half the cores on CPU, all but one with CUDA].",
             ),
             click.option(
+                "--frames",
+                type=click.Choice(defaults.FRAMES),
+                default="auto",
+                show_default=True,
+                help="What decode processes hand the model: rgb, or yuv (4:2:0 planes, half the "
+                "bytes, made RGB on the model's device). auto: yuv for a model on a GPU, rgb on a CPU.",
+            ),
+            click.option(
                 "--timeout",
                 type=click.FloatRange(min=1),
                 default=defaults.DECODE_TIMEOUT_S,
@@ -285,6 +293,7 @@ def tag_options(params: dict[str, Any], segments: bool = False) -> defaults.TagO
         timeout_s=params["timeout"],
         max_pixels=params["max_pixels"],
         max_duration_s=params["max_duration"],
+        frames=params["frames"],
     )
 
 
@@ -392,6 +401,8 @@ def ray_settings(params: dict[str, Any]) -> Any:
             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
                 raise click.UsageError(f"--{name.replace('_', '-')} is for --engine ray")
         return None
+    if params["frames"] == "yuv":
+        raise click.UsageError("--frames yuv is for --engine local: Ray's model actors take RGB")
     from tagger.engines.ray import RaySettings
 
     return RaySettings(

@@ -15,6 +15,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from tagger.clips import planes as yuv
 from tagger.clips import sampling
 from tagger.clips.crops import centre_crop
 from tagger.clips.probe import (
@@ -29,7 +30,7 @@ from tagger.clips.probe import (
 from tagger.options import MAX_DURATION_S as DEFAULT_MAX_DURATION_S
 from tagger.options import MAX_PIXELS as DEFAULT_MAX_PIXELS
 from tagger.options import TIMELINE_PART_CLIPS
-from tagger.records import Clip, DecodeError, VideoInfo
+from tagger.records import Clip, DecodeError, Planes, VideoInfo
 
 if TYPE_CHECKING:
     from tagger.options import TagOptions
@@ -61,11 +62,16 @@ class DecodeJob:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_duration_s: float = DEFAULT_MAX_DURATION_S
     threads: int = 2
+    #: Ship YUV 4:2:0 planes where the video allows (``tagger.clips.planes``), not RGB.
+    planes: bool = False
 
 
-def make_job(path: str, prep: Preprocessing, stride: int, options: TagOptions) -> DecodeJob:
+def make_job(
+    path: str, prep: Preprocessing, stride: int, options: TagOptions, planes: bool = False
+) -> DecodeJob:
     """The decode job that cuts exactly the clips a model with ``prep`` and ``stride`` expects
-    (tagging, evaluation and preview all decode through it)."""
+    (tagging, evaluation and preview all decode through it). ``planes``: clips may come as
+    YUV planes, for a model that converts them on its device."""
     return DecodeJob(
         path=path,
         num_frames=prep.num_frames,
@@ -79,6 +85,7 @@ def make_job(path: str, prep: Preprocessing, stride: int, options: TagOptions) -
         max_duration_s=options.max_duration_s,
         timeline=options.timeline is not None,
         step_s=options.timeline.step_s if options.timeline else None,
+        planes=planes and options.crops == 1,
     )
 
 
@@ -170,7 +177,7 @@ def decode_clips(job: DecodeJob) -> tuple[VideoInfo, list[Clip]]:
         if job.part > 0:
             return info, []  # the video ended before this part's clips
         raise DecodeError("no frames could be decoded")
-    _, height, width, _ = clips[0].frames.shape
+    height, width = clips[0].size
     return replace(info, width=width, height=height, rotation=frames.rotation), clips
 
 
@@ -302,6 +309,7 @@ def _cut(
     sar = as_float(frames.stream.sample_aspect_ratio) or 1.0
     half_frame = frames.tolerance
     size: tuple[int, int, int] | None = None
+    planes: Planes | None = None
     reformatter = VideoReformatter()
     for index, indices in enumerate(plan, start=first):
         start_s = indices[0] / info.fps
@@ -324,9 +332,14 @@ def _cut(
                     if size is None:
                         size = _target_size(frame, sar, job)
                         frames.rotation = size[2]
+                        if job.planes:
+                            planes = yuv.describe(frame, *size, job.crop)
                     if not kept or times[-1] != t:
-                        rgb = _to_rgb(frame, size, job.crop, reformatter)
-                    kept.append(rgb)
+                        if planes is not None:
+                            pixels = yuv.cut(frame, planes, size[0], size[1], reformatter)
+                        else:
+                            pixels = _to_rgb(frame, size, job.crop, reformatter)
+                    kept.append(pixels)
                     times.append(t)
                     nxt = next(want, None)
                     if nxt is None:
@@ -351,4 +364,5 @@ def _cut(
             start_s=times[0],
             end_s=times[-1] + 1.0 / info.fps,
             frames=np.stack(kept),
+            planes=planes,
         )

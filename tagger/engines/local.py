@@ -20,7 +20,7 @@ from tagger.clips.pool import DecodePool, Decoder, default_workers
 from tagger.clips.transport import Decoded
 from tagger.engines.aggregate import video_result
 from tagger.options import TagOptions
-from tagger.records import QUIET, Quiet, VideoInfo, VideoResult
+from tagger.records import QUIET, Planes, Quiet, VideoInfo, VideoResult
 
 if TYPE_CHECKING:
     from tagger.classify import Classifier
@@ -79,6 +79,7 @@ def _tag(
     batch_size = options.batch_size or classifier.default_batch_size
     classes = tuple(classifier.labels)
     crops = options.crops
+    planes = options.planes(classifier.device.type)
     pending: dict[str, _Pending] = {}
     # The later parts of a long timeline, queued as soon as its first part tells how many there
     # are; they go before new files, so a long video finishes and its slots are freed early.
@@ -92,7 +93,7 @@ def _tag(
             if isinstance(path, Quiet):
                 yield path
                 continue
-            job = make_job(path, classifier.prep, classifier.stride, options)
+            job = make_job(path, classifier.prep, classifier.stride, options, planes)
             first_parts[path] = job
             yield job
             # Before waiting on the source (a watched folder may be quiet for hours).
@@ -102,7 +103,7 @@ def _tag(
         while more or first_parts:
             yield more.popleft() if more else QUIET
 
-    batch: deque[tuple[str, int, np.ndarray]] = deque()
+    batch: deque[tuple[str, int, np.ndarray, Planes | None]] = deque()
 
     def finish(path: str) -> VideoResult:
         video = pending.pop(path)
@@ -113,15 +114,26 @@ def _tag(
         spans = [video.spans[i] for i in kept]
         return video_result(video.info, spans, views, classes, options, classifier.id)  # type: ignore[arg-type]
 
+    def stopping() -> bool:
+        return stop is not None and stop.is_set()
+
     def run_batch(size: int) -> Iterator[VideoResult]:
         items = [batch.popleft() for _ in range(min(size, len(batch)))]
-        probs = classifier.predict(classifier.stack([frames for _, _, frames in items]))
-        for (path, view, _), p in zip(items, probs, strict=True):
-            video = pending[path]
-            video.probs[view] = p
-            video.views_left -= 1
-            if video.finished:
-                yield finish(path)
+        # Clips of one kind (RGB, or planes of one colour matrix and crop) go through together.
+        kinds: dict[Planes | None, list[tuple[str, int, np.ndarray]]] = {}
+        for path, view, frames, kind in items:
+            kinds.setdefault(kind, []).append((path, view, frames))
+        for kind, group in kinds.items():
+            if stopping():
+                return
+            stacked = classifier.stack([frames for _, _, frames in group])
+            probs = classifier.predict(stacked) if kind is None else classifier.predict(stacked, kind)
+            for (path, view, _), p in zip(group, probs, strict=True):
+                video = pending[path]
+                video.probs[view] = p
+                video.views_left -= 1
+                if video.finished:
+                    yield finish(path)
 
     def landed(path: str, outcome: Decoded | str) -> Iterator[VideoResult]:
         """Take one decoded part (or why it failed) of ``path``."""
@@ -144,17 +156,15 @@ def _tag(
         elif video.error is None:
             for clip in outcome[1]:
                 video.spans[clip.index] = (clip.start_s, clip.end_s)
-                cut = views(clip.frames, classifier.prep.crop, crops)
-                batch.extend((path, clip.index * crops + k, frames) for k, frames in enumerate(cut))
+                # Planes are cut to the one centre crop already.
+                cut = [clip.frames] if clip.planes else views(clip.frames, classifier.prep.crop, crops)
+                batch.extend((path, clip.index * crops + k, f, clip.planes) for k, f in enumerate(cut))
                 video.views_left += len(cut)
         if video.error is not None:
             # Clips of a failed video already queued are scored for nothing, but are harmless.
-            video.views_left = sum(1 for p, _, _ in batch if p == path)
+            video.views_left = sum(1 for p, *_ in batch if p == path)
         if video.finished:
             yield finish(path)
-
-    def stopping() -> bool:
-        return stop is not None and stop.is_set()
 
     for item in decoder.run(jobs(), stop):
         if stopping():
