@@ -65,7 +65,7 @@ def test_splits_from_folders(tmp_path: Path) -> None:
         tmp_path,
         "train/Biking/b2.mp4",
         "train/Biking/b1.mp4",
-        "train/Archery/sub/a1.mov",
+        "train/Archery/a1.mov",
         "train/Archery/v_Archery_g03_c01.avi",
         "val/Archery/a9.mp4",
         "val/Biking/b9.mp4",
@@ -82,7 +82,7 @@ def test_splits_from_folders(tmp_path: Path) -> None:
     train = ds.splits["train"]
     assert [v.path for v in train] == sorted(v.path for v in train)
     assert [(os.path.relpath(v.path, tmp_path), v.label) for v in train] == [
-        ("train/Archery/sub/a1.mov", "Archery"),
+        ("train/Archery/a1.mov", "Archery"),
         ("train/Archery/v_Archery_g03_c01.avi", "Archery"),
         ("train/Biking/b1.mp4", "Biking"),
         ("train/Biking/b2.mp4", "Biking"),

@@ -346,3 +346,89 @@ def test_lxml_alone_refuses_hostile_xmp_too(
     assert "clip.mp4.xmp is left as it is" in said
     if kind != "entity bomb":
         assert "DTD" in said
+
+
+# --- hierarchical labels (nested class folders) -------------------------------------------
+
+NESTED = ("Sports/Basketball", "Sports/Tennis")
+LISTS = {
+    "TagsList": "{http://www.digikam.org/ns/1.0/}TagsList",
+    "HierarchicalSubject": "{http://ns.adobe.com/lightroom/1.0/}hierarchicalSubject",
+    "Subject": "{http://purl.org/dc/elements/1.1/}subject",
+    "AddedTagsList": f"{{{NS_VIDTAG}}}AddedTagsList",
+    "AddedHierarchicalSubject": f"{{{NS_VIDTAG}}}AddedHierarchicalSubject",
+    "AddedSubject": f"{{{NS_VIDTAG}}}AddedSubject",
+}
+
+
+def keyword_lists(path: Path) -> dict[str, list[str]]:
+    """Each keyword list of the sidecar (by its exiftool name) with its values, as lxml reads them."""
+    root = etree.fromstring(path.read_bytes())
+    return {
+        name: [li.text or "" for li in prop.iter(f"{{{RDF}}}li")]
+        for name, tag in LISTS.items()
+        for prop in root.iter(tag)
+    }
+
+
+def test_hierarchical_labels_are_branches_and_words(video: Path) -> None:
+    path = video.with_name("clip.mp4.xmp")
+    path.write_text(USER_XMP.replace("<rdf:li>red</rdf:li>", "<rdf:li>Tennis</rdf:li>"), encoding="utf-8")
+    original = path.read_bytes()
+    sink = XmpSidecar()
+
+    sink.write(result(video, *NESTED))
+    lists = keyword_lists(path)
+    assert lists["TagsList"] == ["vidtag/Sports/Basketball", "vidtag/Sports/Tennis"]
+    assert lists["HierarchicalSubject"] == ["vidtag|Sports|Basketball", "vidtag|Sports|Tennis"]
+    # The shared parent once; "Tennis" is the user's already: neither doubled nor recorded.
+    assert lists["Subject"] == ["holiday", "Tennis", "Sports", "Basketball"]
+    assert lists["AddedSubject"] == ["Sports", "Basketball"]
+    assert lists["AddedTagsList"] == lists["TagsList"]
+    assert lists["AddedHierarchicalSubject"] == lists["HierarchicalSubject"]
+
+    sink.write(result(video, "Music", "Sports/Tennis"))
+    lists = keyword_lists(path)
+    assert lists["TagsList"] == ["vidtag/Sports/Tennis", "vidtag/Music"]
+    assert lists["HierarchicalSubject"] == ["vidtag|Sports|Tennis", "vidtag|Music"]
+    assert lists["Subject"] == ["holiday", "Tennis", "Sports", "Music"]
+    assert lists["AddedSubject"] == ["Sports", "Music"]
+
+    sink.write(result(video, "Music"))
+    lists = keyword_lists(path)
+    assert lists["Subject"] == ["holiday", "Tennis", "Music"]
+    assert lists["AddedSubject"] == ["Music"]
+    assert lists["HierarchicalSubject"] == ["vidtag|Music"]
+
+    sink.remove(str(video))
+    assert c14n(path.read_bytes()) == c14n(original)
+
+
+def test_flat_and_nested_labels_share_words_once(video: Path) -> None:
+    XmpSidecar().write(result(video, "Sports", "Sports/Basketball", "Basketball"))
+    lists = keyword_lists(video.with_name("clip.mp4.xmp"))
+    assert lists["Subject"] == lists["AddedSubject"] == ["Sports", "Basketball"]
+    assert lists["HierarchicalSubject"] == ["vidtag|Sports", "vidtag|Sports|Basketball", "vidtag|Basketball"]
+    assert lists["TagsList"] == ["vidtag/Sports", "vidtag/Sports/Basketball", "vidtag/Basketball"]
+
+
+@needs_exiftool
+def test_hierarchical_labels_read_by_exiftool(video: Path) -> None:
+    path = video.with_name("clip.mp4.xmp")
+    path.write_text(USER_XMP, encoding="utf-8")
+    sink = XmpSidecar()
+    sink.write(result(video, *NESTED))
+    tags = exiftool(path)
+    assert tags["XMP-lr:HierarchicalSubject"] == ["vidtag|Sports|Basketball", "vidtag|Sports|Tennis"]
+    assert tags["XMP-digiKam:TagsList"] == ["vidtag/Sports/Basketball", "vidtag/Sports/Tennis"]
+    assert tags["XMP-dc:Subject"] == ["holiday", "red", "Sports", "Basketball", "Tennis"]
+    assert tags["XMP-vidtag:AddedSubject"] == ["Sports", "Basketball", "Tennis"]
+
+    sink.write(result(video, "Music", "Jazz"))
+    tags = exiftool(path)
+    assert tags["XMP-dc:Subject"] == ["holiday", "red", "Music", "Jazz"]
+    assert tags["XMP-lr:HierarchicalSubject"] == ["vidtag|Music", "vidtag|Jazz"]
+    assert tags["XMP-digiKam:TagsList"] == ["vidtag/Music", "vidtag/Jazz"]
+    assert tags["XMP-vidtag:AddedSubject"] == ["Music", "Jazz"]
+    sink.remove(str(video))
+    assert exiftool(path)["XMP-dc:Subject"] == ["holiday", "red"]

@@ -5,18 +5,23 @@ as ``vidtag|<label>``: digiKam and Immich take their tag tree from the first of 
 empty (TagsList first), so the ``vidtag`` parent keeps machine tags on a branch of their own,
 apart from the user's tags and easy to hide or delete as one. ``dc:subject`` gets the plain
 ``<label>``: it has no hierarchy, digiKam writes leaf names there, and PhotoPrism and generic
-readers search it. The timeline is an ``xmpDM:Tracks`` track named "vidtag" with one marker per
-segment; its ``frameRate`` is ``f1000``, so times are milliseconds whatever the video's rate, and
-its ``trackType`` (an open choice: the default type of its markers) is "Comment", for markers
-that annotate; the spec's predefined types (Chapter, Cue, Index, Speech, Track) name other
-things. Each marker's comment holds the scores.
+readers search it. A hierarchical label (``Sports/Basketball``, from nested class folders) is a
+deeper branch in both trees, each with its own separator: ``vidtag/Sports/Basketball`` in
+TagsList, ``vidtag|Sports|Basketball`` in hierarchicalSubject; in ``dc:subject`` each of its
+names is a keyword of its own (``Sports``, ``Basketball``), once however many labels share it.
+The timeline is an ``xmpDM:Tracks`` track named "vidtag" with one marker per segment; its
+``frameRate`` is ``f1000``, so times are milliseconds whatever the video's rate, and its
+``trackType`` (an open choice: the default type of its markers) is "Comment", for markers that
+annotate; the spec's predefined types (Chapter, Cue, Index, Speech, Track) name other things.
+Each marker's comment holds the scores.
 
 Everything of the user's stays as it was (see ``xmlfiles``). What vidtag added is recorded in
 its own namespace, ``NS_VIDTAG``: ``vidtag:AddedTagsList``, ``vidtag:AddedHierarchicalSubject``
-and ``vidtag:AddedSubject`` list the values it put in each list, ``vidtag:Model`` names the
-model, and vidtag's track carries a ``vidtag:Model`` field of its own (exiftool keeps both when
-it rewrites a file). A later run takes out exactly that before it adds the new set, so a label
-that is gone goes, and a keyword the user has too is never duplicated, recorded or removed.
+and ``vidtag:AddedSubject`` list the values it put in each list (for ``dc:subject``, each name
+it added), ``vidtag:Model`` names the model, and vidtag's track carries a ``vidtag:Model`` field
+of its own (exiftool keeps both when it rewrites a file). A later run takes out exactly that
+before it adds the new set, so a label that is gone goes, and a keyword the user has too (a
+shared parent name like ``Sports`` included) is never duplicated, recorded or removed.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from tagger.records import VideoResult
 from tagger.sinks import xmlfiles
 from tagger.sinks.sidecars import keywords
 from tagger.sinks.xmlfiles import ForeignSidecarError, MergedSidecar, XmlDoc
+from tagger.training.datasets import LABEL_SEP
 
 #: vidtag's namespace. A name, not a web page: the ``.invalid`` domain (RFC 2606) can never
 #: belong to anyone, so no other software's properties can share it. Never change it: files
@@ -68,13 +74,24 @@ class _List:
     prop: str  # the keyword list
     kind: str  # its RDF array
     record: str  # vidtag's list of the values it added there
-    form: Callable[[str], str]  # a label as a value of the list
+    form: Callable[[str], tuple[str, ...]]  # a label as values of the list
+
+
+def _levels(label: str) -> list[str]:
+    """The names of a hierarchical label, root first (a flat label is one)."""
+    return [name for name in label.split(LABEL_SEP) if name] or [label]
 
 
 LISTS = (
-    _List("digiKam:TagsList", "rdf:Seq", "vidtag:AddedTagsList", lambda label: f"vidtag/{label}"),
-    _List("lr:hierarchicalSubject", "rdf:Bag", "vidtag:AddedHierarchicalSubject", lambda x: f"vidtag|{x}"),
-    _List("dc:subject", "rdf:Bag", "vidtag:AddedSubject", str),
+    # digiKam's separator is "/" too, so a label is its path as it stands.
+    _List("digiKam:TagsList", "rdf:Seq", "vidtag:AddedTagsList", lambda label: (f"vidtag/{label}",)),
+    _List(
+        "lr:hierarchicalSubject",
+        "rdf:Bag",
+        "vidtag:AddedHierarchicalSubject",
+        lambda label: ("|".join(["vidtag", *_levels(label)]),),
+    ),
+    _List("dc:subject", "rdf:Bag", "vidtag:AddedSubject", lambda label: tuple(_levels(label))),
 )
 
 
@@ -162,7 +179,8 @@ def _values(array: etree._Element | None) -> list[str]:
 def _merge_list(doc: XmlDoc, rdf: etree._Element, spec: _List, labels: Sequence[str]) -> list[str]:
     """Make the list hold ``labels`` (in vidtag's form) as well as the user's keywords; returns
     the values vidtag added, which are now in it."""
-    wanted = [spec.form(label) for label in labels]
+    # Labels that share a parent share its dc:subject word: each value is wanted once.
+    wanted = list(dict.fromkeys(value for label in labels for value in spec.form(label)))
     prop, array = _array_of(doc, rdf, spec.prop)
     ours, took = [], False
     for value in dict.fromkeys(_values(_array_of(doc, rdf, spec.record)[1])):

@@ -1,5 +1,5 @@
 """Checks of a labeled dataset before fine-tuning: empty classes, undecodable or short videos,
-files leaking between splits, class imbalance."""
+files leaking between splits, class imbalance; and the class tree, when classes nest."""
 
 from __future__ import annotations
 
@@ -12,28 +12,31 @@ from dataclasses import dataclass
 from tagger.clips.probe import probe as probe_video
 from tagger.clips.sampling import clip_span
 from tagger.records import DecodeError, VideoInfo
-from tagger.training.datasets import Dataset, LabeledVideo, named
+from tagger.training.datasets import LABEL_SEP, Dataset, LabeledVideo, named
 
 __all__ = ["CheckResult", "check_dataset"]
 
 _HASH_CHUNK = 1 << 20
+_Folders = dict[str, "_Folders"]  # a folder's subfolders by name
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Problems found by :func:`check_dataset`: errors stop training, warnings do not."""
+    """Problems found by :func:`check_dataset`: errors stop training, warnings do not. ``tree``
+    shows nested classes with their videos per split (empty for a flat dataset)."""
 
     errors: tuple[str, ...]
     warnings: tuple[str, ...]
+    tree: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
     def format(self) -> str:
-        """One line per problem, errors first."""
+        """The class tree if any, then one line per problem, errors first."""
         lines = [f"error: {e}" for e in self.errors] + [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines) if lines else "dataset looks fine"
+        return "\n".join([*self.tree, *(lines or ["dataset looks fine"])])
 
 
 def check_dataset(
@@ -89,7 +92,35 @@ def check_dataset(
             f"train is imbalanced: {high_c} has {high} videos, {low_c} has {low} "
             f"(ratio {high / low:.1f} > {imbalance_ratio:g})"
         )
-    return CheckResult(errors=tuple(errors), warnings=tuple(warnings))
+    nested = any(LABEL_SEP in c for c in dataset.classes)
+    tree = tuple(_tree(dataset.classes, counts)) if nested else ()
+    return CheckResult(errors=tuple(errors), warnings=tuple(warnings), tree=tree)
+
+
+def _tree(classes: Sequence[str], counts: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """``Sports/ (2 classes)`` over ``  Basketball: 12 train, 3 val``: a folder line, then its
+    classes indented; a folder that holds videos itself is a class line of its own as well."""
+    known = set(classes)
+    folders: _Folders = {}
+    for label in classes:
+        node = folders
+        for name in label.split(LABEL_SEP):
+            node = node.setdefault(name, {})
+    lines: list[str] = []
+
+    def walk(node: _Folders, path: str, depth: int) -> None:
+        for name, below in node.items():
+            label, indent = f"{path}{name}", "  " * depth
+            if label in known:
+                per_split = ", ".join(f"{n[label]} {split}" for split, n in counts.items())
+                lines.append(f"{indent}{name}: {per_split}")
+            if below:
+                n = sum(c.startswith(label + LABEL_SEP) for c in classes)
+                lines.append(f"{indent}{name}/ ({n} class{'' if n == 1 else 'es'})")
+                walk(below, label + LABEL_SEP, depth + 1)
+
+    walk(folders, "", 0)
+    return lines
 
 
 def _leaks(splits: Mapping[str, Sequence[LabeledVideo]]) -> list[str]:

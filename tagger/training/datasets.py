@@ -1,6 +1,7 @@
 """Labeled video folders for fine-tuning (UCF101 layout): load, split without leakage, save.
 
 ``DATA/{train,val,test}/<Class>/*.mp4`` is used as it is; a bare ``DATA/<Class>/*.mp4`` is split here.
+Class folders may nest: ``DATA/train/Sports/Basketball/*.mp4`` is class ``Sports/Basketball``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from tagger.records import TaggerError
 from tagger.sources.discover import discover
 
 __all__ = [
+    "LABEL_SEP",
     "SPLITS",
     "Dataset",
     "LabeledVideo",
+    "class_videos",
     "fingerprint",
     "group_of",
     "load_dataset",
@@ -34,6 +37,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Between the folder names of a nested class, on every OS: ``Sports/Basketball``.
+LABEL_SEP = "/"
+#: Separates labels in our CSV rows, so no class may hold it.
+_FORBIDDEN = "|"
 
 #: UCF101 names its clips v_<Class>_g<group>_c<clip>; the clips of one group share a source video.
 _GROUP_RE = re.compile(r"_g(\d+)_", re.IGNORECASE)
@@ -45,7 +52,8 @@ _MAX_NAMED = 10
 _LAYOUT_HELP = (
     "expected class folders of videos, either DATA/<Class>/<video> (vidtag makes the "
     "train/val/test split) or DATA/train/<Class>/<video> with optional DATA/val and DATA/test "
-    "holding the same class folders"
+    "holding the same class folders; class folders may nest (DATA/train/Sports/Basketball/<video> "
+    "is class Sports/Basketball)"
 )
 
 
@@ -122,6 +130,10 @@ def _join(root: str, rel: str) -> str:
     return os.path.join(root, *rel.split("/"))
 
 
+def _rel(parts: Sequence[str]) -> str:
+    return "/".join(parts)
+
+
 def named(paths: Sequence[str]) -> str:
     """``paths`` for a message: the first few by name, then how many more (the checks use it too)."""
     shown = ", ".join(paths[:_MAX_NAMED])
@@ -137,6 +149,55 @@ def _video_paths(root: str) -> list[list[str]]:
         raise TaggerError(f"cannot read {root!r}: {exc.strerror or exc}") from None
 
 
+def _tree_key(label: str) -> list[str]:
+    # By folder names, so a class's subclasses follow it: Sports, Sports/Ball, Sports-Extra.
+    return label.split(LABEL_SEP)
+
+
+def _label(base: str, folders: Sequence[str]) -> str:
+    for i, name in enumerate(folders):
+        if _FORBIDDEN in name:
+            raise TaggerError(
+                f"class folder {os.path.join(base, *folders[: i + 1])!r} has {_FORBIDDEN!r} in its "
+                "name, which separates labels in vidtag's output; rename the folder"
+            )
+    return LABEL_SEP.join(folders)
+
+
+def _classes(base: str, videos: Sequence[list[str]]) -> tuple[dict[str, list[list[str]]], list[list[str]]]:
+    """The one rule of which folders are classes, for ``videos`` (path parts below ``base``).
+
+    Every folder that directly holds videos is a class, named by its folders below ``base``
+    joined with ``LABEL_SEP``. A top folder with no videos anywhere under it is a class too, an
+    empty one, so the checks report it instead of it silently going missing. Returns each class
+    with its videos, subclasses after their parent, and the videos directly in ``base``.
+    """
+    by_class: dict[str, list[list[str]]] = {}
+    loose: list[list[str]] = []
+    for parts in videos:
+        if len(parts) < 2:
+            loose.append(parts)
+        else:
+            by_class.setdefault(_label(base, parts[:-1]), []).append(parts)
+    tops = {label.split(LABEL_SEP, 1)[0] for label in by_class}
+    for name in _subfolders(base):
+        if name not in tops:
+            by_class[_label(base, [name])] = []
+    return {c: by_class[c] for c in sorted(by_class, key=_tree_key)}, loose
+
+
+def class_videos(folder: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """The classes of one split folder (``<folder>/<Class>/...``, nested or not) with the paths
+    of their videos, by :func:`load_dataset`'s rule; videos directly in ``folder`` are left out."""
+    base = os.fspath(folder)
+    if not os.path.isdir(base):
+        raise TaggerError(f"{base!r} is not a folder; expected {base}/<Class>/<video>")
+    classes, loose = _classes(base, _video_paths(base))
+    if loose:
+        log.warning("ignoring videos not in a class folder: %s", named([_join(base, _rel(p)) for p in loose]))
+    return {label: [_join(base, _rel(p)) for p in videos] for label, videos in classes.items()}
+
+
 def _loose_error(root: str, loose: list[str], where: str) -> TaggerError:
     return TaggerError(
         f"videos directly in {where} are not in a class folder: "
@@ -146,10 +207,18 @@ def _loose_error(root: str, loose: list[str], where: str) -> TaggerError:
 
 def _load_split_folders(root: str) -> Dataset:
     present = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
-    class_sets = {s: _subfolders(os.path.join(root, s)) for s in present}
+    below: dict[str, list[list[str]]] = {s: [] for s in present}
+    for parts in _video_paths(root):
+        if parts[0] in below and len(parts) > 1:
+            below[parts[0]].append(parts[1:])
+        else:
+            # Folders beside the split folders are not part of the dataset.
+            log.info("ignoring %s: not under a split folder", _join(root, _rel(parts)))
+    sorted_ = {s: _classes(os.path.join(root, s), below[s]) for s in present}
+    class_sets = {s: set(classes) for s, (classes, _) in sorted_.items()}
     if not class_sets["train"]:
         raise TaggerError(f"{os.path.join(root, 'train')!r} has no class folders; {_LAYOUT_HELP}")
-    union = sorted(set().union(*class_sets.values()))
+    union = sorted(set().union(*class_sets.values()), key=_tree_key)
     missing = [
         f"{s} is missing: {', '.join(c for c in union if c not in class_sets[s])}"
         for s in present
@@ -157,23 +226,16 @@ def _load_split_folders(root: str) -> Dataset:
     ]
     if missing:
         raise TaggerError("class folders differ between splits: " + "; ".join(missing))
-
-    found: dict[str, list[LabeledVideo]] = {s: [] for s in present}
-    loose: list[str] = []
-    for parts in _video_paths(root):
-        split = parts[0]
-        if split not in found:
-            # Folders beside the split folders are not part of the dataset.
-            log.info("ignoring %s: not under a split folder", _join(root, "/".join(parts)))
-            continue
-        if len(parts) < 3:
-            loose.append("/".join(parts))
-            continue
-        label = parts[1]
-        path = _join(root, "/".join(parts))
-        found[split].append(LabeledVideo(path=path, label=label, group=group_of(label, path)))
+    loose = [f"{s}/{_rel(p)}" for s, (_, stray) in sorted_.items() for p in stray]
     if loose:
         raise _loose_error(root, loose, "a split folder")
+
+    found: dict[str, list[LabeledVideo]] = {s: [] for s in present}
+    for split, (classes, _) in sorted_.items():
+        for label, videos in classes.items():
+            for parts in videos:
+                path = _join(root, f"{split}/{_rel(parts)}")
+                found[split].append(LabeledVideo(path=path, label=label, group=group_of(label, path)))
     if not any(found.values()):
         raise TaggerError(f"no videos in the split folders of {root!r}; {_LAYOUT_HELP}")
     return Dataset(
@@ -193,31 +255,24 @@ def _load_and_split(root: str, val_fraction: float, test_fraction: float, seed: 
             f"val_fraction + test_fraction must leave videos for training, not {val_fraction} + "
             f"{test_fraction}"
         )
-    classes = _subfolders(root)
-    by_class: dict[str, list[LabeledVideo]] = {c: [] for c in classes}
-    loose: list[str] = []
-    for parts in _video_paths(root):
-        if len(parts) < 2:
-            loose.append(parts[0])
-            continue
-        label = parts[0]
-        path = _join(root, "/".join(parts))
-        video = LabeledVideo(path=path, label=label, group=group_of(label, path))
-        by_class.setdefault(label, []).append(video)
-    if not any(by_class.values()):
+    classes, loose = _classes(root, _video_paths(root))
+    if not any(classes.values()):
         raise TaggerError(f"no class folders with videos in {root!r}; {_LAYOUT_HELP}")
     if loose:
-        raise _loose_error(root, loose, root)
+        raise _loose_error(root, [_rel(p) for p in loose], root)
+    by_class: dict[str, list[LabeledVideo]] = {}
+    for label, videos in classes.items():
+        paths = [_join(root, _rel(parts)) for parts in videos]
+        by_class[label] = [LabeledVideo(path=p, label=label, group=group_of(label, p)) for p in paths]
 
-    classes = sorted(by_class)
     names = ["train"] + [s for s, f in (("val", val_fraction), ("test", test_fraction)) if f > 0]
     found: dict[str, list[LabeledVideo]] = {s: [] for s in names}
-    for label in classes:
-        for split, videos in _split_class(by_class[label], label, val_fraction, test_fraction, seed):
-            found[split].extend(videos)
+    for label, labeled in by_class.items():
+        for split, part in _split_class(labeled, label, val_fraction, test_fraction, seed):
+            found[split].extend(part)
     return Dataset(
         root=root,
-        classes=tuple(classes),
+        classes=tuple(by_class),
         splits={s: tuple(sorted(found[s], key=lambda v: v.path)) for s in names},
         generated=True,
     )
@@ -307,6 +362,9 @@ def load_split(path: str | os.PathLike[str], root: str | os.PathLike[str] | None
             raise ValueError(f"unsupported version {doc.get('version')!r}")
         base = os.fspath(root) if root is not None else str(doc["root"])
         classes = tuple(str(c) for c in doc["classes"])
+        for c in classes:
+            if _FORBIDDEN in c:
+                raise ValueError(f"class {c!r} has {_FORBIDDEN!r} in it, which separates labels")
         splits: dict[str, tuple[LabeledVideo, ...]] = {}
         for split, rows in doc["splits"].items():
             if split not in SPLITS:

@@ -18,17 +18,15 @@ log = logging.getLogger(__name__)
 
 
 def labeled_videos(folder: str | Path) -> list[datasets.LabeledVideo]:
-    """Videos of one split folder (``<folder>/<Class>/*``), labeled by their class folder."""
-    from tagger.sources.discover import discover
-
-    root = Path(folder)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Videos of one split folder (``<folder>/<Class>/*``, classes nested or not), labeled by
+    their class folder as in training."""
+    classes = datasets.class_videos(folder)
     if not classes:
         raise TaggerError(f"{folder} has no class folders (expected {folder}/<Class>/<video>)")
     return [
-        datasets.LabeledVideo(path=f.path, label=name, group=f"{name}/{Path(f.path).stem}")
-        for name in classes
-        for f in discover([root / name])
+        datasets.LabeledVideo(path=path, label=label, group=datasets.group_of(label, path))
+        for label, paths in classes.items()
+        for path in paths
     ]
 
 
