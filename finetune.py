@@ -14,8 +14,12 @@ in tagger/training/train.py `finetune`, read top to bottom:
   4. save     OUT holds safetensors weights, config and preprocessor config, and vidtag.json
               (frame stride, clip plan, classes, data fingerprint) so `vidtag scan -m OUT`
               cuts the clips the model was trained on
-  5. report   accuracy, per-class precision/recall/F1 and the confusion matrix on test/, as
-              CSV and PNG next to the model, and the training curve
+  5. calibrate  a threshold per class picked on val/ for --target-precision (default 0.9),
+              after temperature scaling, stored in vidtag.json: scan then tags a video of
+              none of the classes as unknown instead of forcing one on it
+  6. report   accuracy, per-class precision/recall/F1 and the confusion matrix on test/, as
+              CSV and PNG next to the model, the training curve, and precision and recall at
+              the thresholds with the share left unknown and a reliability diagram
 
 Same options as `vidtag finetune --help`. Several GPUs or nodes: run this script with
 `torchrun --nproc_per_node N finetune.py ...` or `accelerate launch finetune.py ...` (with an

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tagger.labels import Calibration
 from tagger.models import fingerprint, labels_of, load_spec, model_load_error
 from tagger.options import DEFAULT_MODEL
 from tagger.records import InputError, Planes, TaggerError
@@ -67,10 +68,13 @@ class Classifier:
         name: str,
         fingerprint: str,
         variant: str = "",
+        calibration: Calibration | None = None,
     ) -> None:
         self.model = model
         self.labels = labels_of(config)
         self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+        #: Per-class thresholds from ``vidtag calibrate`` (``tagger.labels``), if any.
+        self.calibration = calibration
         self.prep = prep
         self.stride = stride
         self.device = device
@@ -178,6 +182,7 @@ def load_classifier(
     # A per-tensor loading bar on stderr would bury vidtag's own progress.
     hf_logging.disable_progress_bar()
     spec = load_spec(model)
+    calibration = spec.calibration  # a stale one is refused before the weights load
     ref = spec.ref
     torch_device = resolve_device(device)
     runtime = resolve_runtime(runtime, torch_device.type, precision)
@@ -211,5 +216,14 @@ def load_classifier(
             net = torch.compile(net)
         log.info("loaded %s on %s as %s", ref.name, torch_device, str(dtype).removeprefix("torch."))
     return Classifier(
-        net, spec.config, spec.prep, spec.stride, torch_device, dtype, ref.name, weights, variant=variant
+        net,
+        spec.config,
+        spec.prep,
+        spec.stride,
+        torch_device,
+        dtype,
+        ref.name,
+        weights,
+        variant=variant,
+        calibration=calibration,
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tagger import sinks
-from tagger.engines.local import LocalEngine
+from tagger.engines.local import LocalEngine, labelling
 from tagger.options import DEFAULT_MODEL, TagOptions, WatchOptions
 from tagger.records import LIVE_STATUSES, QUIET, InputError, Quiet, VideoFile, VideoResult
 from tagger.sinks import Outputs
@@ -241,7 +241,9 @@ def watch_videos(
         stack.enter_context(writer_locks(store, output))
         classifier = load_classifier(model, device, precision, compile=compile, runtime=runtime)
         outputs = Outputs(
-            [*([sinks.Appender(output)] if output else []), *writers], timeline=options.timeline
+            [*([sinks.Appender(output)] if output else []), *writers],
+            timeline=options.timeline,
+            labelling=labelling(classifier, options),
         )
         stack.callback(outputs.close)
         if own_stop:

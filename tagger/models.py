@@ -12,15 +12,18 @@ import json
 import logging
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tagger.clips import sampling
 from tagger.names import display, is_utf8
 from tagger.options import DEFAULT_MODEL
 from tagger.records import ModelLoadError
 from tagger.transforms import Preprocessing
+
+if TYPE_CHECKING:
+    from tagger.labels import Calibration
 
 log = logging.getLogger("tagger.classify")
 
@@ -133,10 +136,23 @@ class ModelSpec:
     config: Any
     prep: Preprocessing
     stride: int
+    #: The model's ``vidtag.json`` ({} when it has none).
+    plan: dict[str, Any] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
         return labels_of(self.config)
+
+    @property
+    def multi_label(self) -> bool:
+        return getattr(self.config, "problem_type", None) == "multi_label_classification"
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The thresholds calibrated for the model (``vidtag calibrate``), if any."""
+        from tagger.labels import Calibration
+
+        return Calibration.from_plan(self.plan, self.labels)
 
     @property
     def clip_shape(self) -> tuple[int, int, int]:
@@ -173,7 +189,7 @@ def load_spec(model: str = DEFAULT_MODEL) -> ModelSpec:
                 CLIP_PLAN_FILE,
                 stride,
             )
-    return ModelSpec(ref, config, prep, stride)
+    return ModelSpec(ref, config, prep, stride, plan)
 
 
 def fingerprint(ref: ModelRef, config: Any) -> str:

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tagger.labels import LabelMap
 
 #: The model used when none is named (an alias in tagger/registry.toml).
 DEFAULT_MODEL = "kinetics-400"
@@ -69,7 +73,13 @@ class TagOptions:
     #: 1 (centre crop) or 3 (both ends and the centre of the long side, averaged).
     crops: int = 1
     top_k: int = TOP_K
+    #: None (``--threshold auto``): each label's calibrated threshold when the model has
+    #: them, else none; 0: none, the top-k; a number: that threshold for every label.
     threshold: float | None = None
+    #: An unknown video (no label reached its threshold) keeps its top-k in ``labels``.
+    keep_unsure: bool = False
+    #: ``--labels FILE``: the user's names for the model's labels (``tagger.labels``).
+    label_map: LabelMap | None = None
     #: Clips per forward pass; None: the classifier's default for its device.
     batch_size: int | None = None
     #: Decode processes; None: ``tagger.clips.pool.default_workers`` for the model's device.

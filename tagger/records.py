@@ -36,6 +36,9 @@ SEGMENT_FIELDS: tuple[str, ...] = ("path", "label", "start_s", "end_s", "score",
 #: are kept only so the outputs can say what happened.
 LIVE_STATUSES: tuple[str, ...] = ("ok", "error")
 
+#: Joins the levels of a hierarchical label (``Sports/Basketball``, from nested class folders).
+LABEL_SEP = "/"
+
 #: Version of :meth:`VideoResult.document`; the state store's schema follows it.
 #: 4: clip scores are kept sparse (``SCORE_FLOOR``), and whether the clips were a timeline.
 DOCUMENT_FORMAT = 4
@@ -252,6 +255,9 @@ class VideoResult:
     timeline: bool = False
     #: The timeline, in start order (``tagger.segments``); empty without one.
     segments: tuple[Segment, ...] = ()
+    #: No label reached its threshold: the video is tagged unknown (an empty ``label``), and
+    #: ``tags`` holds its top-k only when they were asked for (``--keep-unsure``).
+    unsure: bool = False
 
     def segment_labels(self) -> tuple[str, ...]:
         """The labels of the timeline, each once, in order of first appearance."""
@@ -263,7 +269,7 @@ class VideoResult:
 
     def row(self) -> dict[str, Any]:
         """The output row (see ``FIELDS``)."""
-        top = self.tags[0] if self.tags else None
+        top = self.tags[0] if self.tags and not self.unsure else None
         return {
             "path": self.path,
             "label": top.label if top else "",
@@ -284,7 +290,9 @@ class VideoResult:
         labels = [s for s in str(row.get("labels") or "").split("|") if s]
         scores = [float(s) for s in str(row.get("scores") or "").split("|") if s]
         duration = row.get("duration_s")
+        unsure = not row.get("label") and bool(labels) and str(row.get("status") or "ok") == "ok"
         return cls(
+            unsure=unsure,
             path=row["path"],
             tags=tuple(Tag(label, score) for label, score in zip(labels, scores, strict=False)),
             clips=int(row.get("clips") or 0),
@@ -299,6 +307,7 @@ class VideoResult:
         ``classes`` are not in it (the store keeps them once per model)."""
         doc = {"format": DOCUMENT_FORMAT, **self.row()}
         doc["tags"] = [[t.label, t.score] for t in self.tags]
+        doc["unsure"] = self.unsure
         doc["timeline"] = self.timeline
         # Sparse: [class index, score] for the scores at or over SCORE_FLOOR.
         doc["clip_scores"] = [
@@ -334,6 +343,7 @@ class VideoResult:
                 for c in clip_scores
             ),
             timeline=bool(doc.get("timeline", False)),
+            unsure=bool(doc.get("unsure", base.unsure)),
         )
 
     @classmethod

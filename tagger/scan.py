@@ -19,7 +19,6 @@ from tagger.clips.pool import DecodePool, default_workers
 from tagger.engines.local import LocalEngine
 from tagger.options import DEFAULT_MODEL, ENGINES, TagOptions
 from tagger.records import InputError, VideoFile, VideoResult
-from tagger.segments import with_timeline
 from tagger.sinks import Outputs, SegmentRows, open_table, table_format
 from tagger.sinks.tables import Table
 from tagger.sources.discover import discover
@@ -78,6 +77,8 @@ def scan(
     started = time.perf_counter()
     summary = ScanSummary(videos=len(files))
     model = engine.model
+    # Stored results are labelled again: a changed label map or threshold needs no model run.
+    relabel = engine.labelling.apply
     outputs = outputs or Outputs()
     by_path = {f.path: f for f in files}
 
@@ -95,7 +96,7 @@ def scan(
             todo.append(file.path)
         else:
             summary.skipped += 1
-            finish(known, skipped=True)
+            finish(relabel(known, outputs.timeline), skipped=True)
 
     for result in engine.tag(todo):
         state.record(by_path[result.path], model, result)
@@ -111,7 +112,7 @@ def scan(
         if segments is not None:
             tables.append(stack.enter_context(SegmentRows(segments)))
         for stored in state.results(files, model) if tables else ():
-            stored = with_timeline(stored, outputs.timeline)
+            stored = relabel(stored, outputs.timeline)
             for table in tables:
                 table.write(stored)
     return summary
@@ -193,7 +194,7 @@ def run(
             runner,
             store,
             output=output,
-            outputs=Outputs(writers, timeline=options.timeline),
+            outputs=Outputs(writers, timeline=options.timeline, labelling=runner.labelling),
             force=force,
             on_result=report.update if report is not None else None,
             segments=segments,

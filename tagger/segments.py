@@ -19,21 +19,33 @@ from tagger.records import ClipScore, Segment, VideoResult
 
 
 def segments(
-    clip_scores: Sequence[ClipScore], classes: Sequence[str], options: TimelineOptions
+    clip_scores: Sequence[ClipScore],
+    classes: Sequence[str],
+    options: TimelineOptions,
+    scores: np.ndarray | None = None,
+    enter: np.ndarray | None = None,
 ) -> tuple[Segment, ...]:
-    """The segments of every label, ordered by start (then label)."""
+    """The segments of every label, ordered by start (then label).
+
+    ``scores`` (clips x ``classes``) stand in for the clips' own (the user's labels of
+    ``tagger.labels``); ``enter``: a threshold per label in place of ``options.enter``, with
+    ``leave`` kept in the same proportion to it (calibrated thresholds).
+    """
     if not clip_scores or not classes:
         return ()
-    scores = np.array([c.scores for c in clip_scores], dtype=np.float64)
+    if scores is None:
+        scores = np.array([c.scores for c in clip_scores], dtype=np.float64)
+    enters = np.full(len(classes), options.enter) if enter is None else np.asarray(enter, dtype=np.float64)
+    ratio = options.leave / options.enter if options.enter else 1.0
     starts = np.array([c.start_s for c in clip_scores])
     ends = np.array([c.end_s for c in clip_scores])
     # One clip's length: the longest gap a dip of one clip leaves (clips may overlap or not).
     clip_s = float(np.median(ends - starts)) if len(clip_scores) > 1 else 0.0
     found: list[Segment] = []
-    for label in np.flatnonzero(scores.max(axis=0) >= options.enter):
+    for label in np.flatnonzero(scores.max(axis=0) >= enters):
         column = scores[:, label]
         runs: list[list[int]] = []
-        for first, last in _runs(column, options.enter, options.leave):
+        for first, last in _runs(column, enters[label], enters[label] * ratio):
             if runs and starts[first] - ends[runs[-1][1]] <= clip_s * 1.01:
                 runs[-1][1] = last  # bridge a dip of at most one clip
             else:

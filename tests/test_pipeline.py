@@ -11,7 +11,7 @@ import pytest
 from tagger.clips import pool
 from tagger.clips.decode import DecodeJob, make_job, run_job
 from tagger.clips.pool import DecodePool, InlineDecoder, default_workers
-from tagger.engines.aggregate import top_tags
+from tagger.labels import Labelling
 from tagger.engines.local import tag
 from tagger.options import TagOptions
 from tagger.records import DecodeError
@@ -157,9 +157,15 @@ def test_bad_file_becomes_an_error_result(tmp_path, video_factory, classifier):
 def test_top_tags_threshold_and_k():
     probs = np.array([0.1, 0.6, 0.3])
     labels = ["a", "b", "c"]
-    assert [t.label for t in top_tags(probs, labels, 2, None)] == ["b", "c"]
-    assert [t.label for t in top_tags(probs, labels, 3, 0.25)] == ["b", "c"]
-    assert top_tags(probs, labels, 3, 0.9) == ()
+
+    def top(k: int, threshold: float | None) -> tuple[list[str], bool]:
+        tags, unsure = Labelling(top_k=k, threshold=threshold).tags(labels, probs)
+        return [t.label for t in tags], unsure
+
+    assert top(2, None) == (["b", "c"], False)
+    assert top(3, 0) == (["b", "c", "a"], False)
+    assert top(3, 0.25) == (["b", "c"], False)
+    assert top(3, 0.9) == ([], True)
 
 
 def test_a_started_decoder_is_used_and_left_open(video_factory, classifier):

@@ -161,7 +161,9 @@ def test_saved_model_tags_with_vidtag_scan(trained, synth_data, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 10
     right = sum(r["label"] == Path(r["path"]).parent.name for r in rows)
-    assert right >= 9
+    # Calibrated on val, the model may leave a video unknown, but tags none wrong.
+    wrong = [r for r in rows if r["label"] not in ("", Path(r["path"]).parent.name)]
+    assert right >= 8 and not wrong
 
 
 def test_saved_model_loads_in_the_transformers_pipeline(trained, synth_data):

@@ -274,6 +274,19 @@ def preview(
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed for the split, sampling and weights."
 )
+@click.option(
+    "--target-precision",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.9,
+    show_default=True,
+    help="After training, each class's threshold is picked on val/ for this precision (vidtag calibrate).",
+)
+@click.option(
+    "--temperature/--no-temperature",
+    default=True,
+    show_default=True,
+    help="Temperature-scale the model's confidence on val/ before picking the thresholds.",
+)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT/checkpoints.")
 @click.option("--push-to-hub", is_flag=True, help="Upload the model to the Hugging Face hub as OUT's name.")
 @click.option("--check-only", is_flag=True, help="Check the dataset, report, and stop.")
@@ -368,6 +381,68 @@ def evaluate(
                 click.echo(f"wrote {path}", err=True)
     except TaggerError as exc:
         raise fail(exc) from None
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@inference_options
+@click.option(
+    "--target-precision",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.9,
+    show_default=True,
+    help="Precision each class's threshold aims for on the labelled videos.",
+)
+@click.option(
+    "--temperature/--no-temperature",
+    default=True,
+    show_default=True,
+    help="Scale the model's confidence to fit the labelled videos first (temperature scaling).",
+)
+@click.option(
+    "--clips",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Clips per video, averaged (as --clips at scan time).",
+)
+def calibrate(
+    data_dir: str,
+    model: str,
+    device: str,
+    precision: str,
+    compile_model: bool,
+    runtime: str,
+    target_precision: float,
+    temperature: bool,
+    clips: int,
+) -> None:
+    """Pick a threshold per class of MODEL on the labelled videos in DATA_DIR (its val/ split,
+    or its class folders) and store them in MODEL/vidtag.json: scan and watch then keep only
+    labels that reach their class's threshold, and tag the rest unknown.
+
+    \b
+    Example:
+      vidtag calibrate data -m models/my-tags --target-precision 0.9
+    """
+    from tagger.training.calibrate import calibrate_model
+
+    try:
+        result = calibrate_model(
+            data_dir,
+            model,
+            target_precision=target_precision,
+            temperature=temperature,
+            device=device,
+            precision=precision,
+            runtime=runtime,
+            clips=clips,
+            compile=compile_model,
+        )
+    except TaggerError as exc:
+        raise fail(exc) from None
+    click.echo(result.format())
+    click.echo(f"stored in {os.path.join(model, 'vidtag.json')}", err=True)
 
 
 def main() -> None:

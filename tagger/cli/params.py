@@ -33,6 +33,23 @@ class DeviceType(click.ParamType):
         return str(value)
 
 
+class ThresholdType(click.ParamType):
+    """``auto`` (None: the model's calibrated thresholds, if any) or a number from 0 to 1."""
+
+    name = "auto|0..1"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither auto nor a number from 0 to 1", param, ctx)
+        if not 0 <= number <= 1:
+            self.fail(f"{number:g} is not from 0 to 1", param, ctx)
+        return number
+
+
 def writable_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A file vidtag will create: its folder must exist and take new files (checked for real)."""
     if value is None or value == "-":
@@ -157,9 +174,26 @@ def tagging_options(f: F) -> F:
             ),
             click.option(
                 "--threshold",
-                type=click.FloatRange(0, 1),
+                type=ThresholdType(),
+                default="auto",
+                show_default=True,
+                help="Keep labels scoring this much. auto: each label's own threshold when the model "
+                "is calibrated (vidtag calibrate), else keep the top-k; 0: keep the top-k; a number: "
+                "that for every label. A video whose best label falls short is tagged unknown.",
+            ),
+            click.option(
+                "--keep-unsure",
+                is_flag=True,
+                help="Keep an unknown video's top-k in its labels column (its label stays empty).",
+            ),
+            click.option(
+                "--labels",
+                "labels_file",
+                type=click.Path(exists=True, dir_okay=False, path_type=str),
                 default=None,
-                help="Drop labels scoring under this.",
+                metavar="FILE",
+                help='Your names for the model\'s labels: a TOML [labels] table of "model label" = '
+                '"your label" (several to one merges them; = false hides one).',
             ),
             click.option(
                 "--batch-size",
@@ -283,11 +317,22 @@ def tag_options(params: dict[str, Any], segments: bool = False) -> defaults.TagO
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+    label_map = None
+    if params["labels_file"]:
+        from tagger.labels import load_label_map
+        from tagger.models import load_spec
+
+        try:
+            label_map = load_label_map(params["labels_file"], load_spec(params["model"]).labels)
+        except TaggerError as exc:
+            raise fail(exc) from None
     return defaults.TagOptions(
         timeline=timeline,
         clips=params["clips"],
         top_k=params["top_k"],
         threshold=params["threshold"],
+        keep_unsure=params["keep_unsure"],
+        label_map=label_map,
         batch_size=params["batch_size"],
         workers=params["workers"],
         timeout_s=params["timeout"],

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tagger.records import Quiet, VideoResult
+
+if TYPE_CHECKING:
+    from tagger.labels import Labelling
 
 
 class Engine(Protocol):
     @property
     def model(self) -> str:
         """The model's name and fingerprint, as written in the ``model`` column."""
+        ...
+
+    @property
+    def labelling(self) -> Labelling:
+        """How results' tags are made from their scores: applied again to stored results."""
         ...
 
     def tag(self, paths: Iterable[str | Quiet], stop: threading.Event | None = None) -> Iterator[VideoResult]:

@@ -1,5 +1,5 @@
-"""Clip probabilities -> a video's verdict: each clip's crops averaged, then the clips;
-with a timeline, its segments too."""
+"""Clip probabilities -> a video's verdict: each clip's crops averaged, then the clips; its
+tags (and, with a timeline, its segments) are the labelling rule's (``tagger.labels``)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tagger.options import TagOptions
-from tagger.records import ClipScore, Tag, VideoInfo, VideoResult
-from tagger.segments import with_timeline
-
-
-def top_tags(
-    probs: np.ndarray, labels: Sequence[str], top_k: int, threshold: float | None
-) -> tuple[Tag, ...]:
-    """The ``top_k`` best labels, dropping those under ``threshold``."""
-    order = np.argsort(-probs, kind="stable")[:top_k]
-    return tuple(Tag(labels[i], float(probs[i])) for i in order if threshold is None or probs[i] >= threshold)
+from tagger.labels import Labelling
+from tagger.options import TimelineOptions
+from tagger.records import ClipScore, VideoInfo, VideoResult
 
 
 def video_result(
@@ -25,7 +17,8 @@ def video_result(
     spans: Sequence[tuple[float, float]],
     view_probs: np.ndarray,
     classes: tuple[str, ...],
-    options: TagOptions,
+    labelling: Labelling,
+    timeline: TimelineOptions | None,
     model: str,
 ) -> VideoResult:
     """The result of a video whose clips cover ``spans``; ``view_probs`` is ``(clips * crops,
@@ -34,7 +27,6 @@ def video_result(
     per_clip = view_probs.astype(np.float64).reshape(len(spans), -1, view_probs.shape[-1]).mean(axis=1)
     result = VideoResult(
         path=info.path,
-        tags=top_tags(per_clip.mean(axis=0), classes, options.top_k, options.threshold),
         clips=len(spans),
         duration_s=info.duration_s,
         model=model,
@@ -43,6 +35,6 @@ def video_result(
             ClipScore(start, end, tuple(float(p) for p in probs))
             for (start, end), probs in zip(spans, per_clip, strict=True)
         ),
-        timeline=options.timeline is not None,
+        timeline=timeline is not None,
     )
-    return with_timeline(result, options.timeline)
+    return labelling.apply(result, timeline)

@@ -19,6 +19,7 @@ from tagger.clips.decode import DecodeJob, make_job, parts, plan_clips
 from tagger.clips.pool import DecodePool, Decoder, default_workers
 from tagger.clips.transport import Decoded
 from tagger.engines.aggregate import video_result
+from tagger.labels import Labelling
 from tagger.options import TagOptions
 from tagger.records import QUIET, Planes, Quiet, VideoInfo, VideoResult
 
@@ -78,6 +79,7 @@ def _tag(
 ) -> Iterator[VideoResult]:
     batch_size = options.batch_size or classifier.default_batch_size
     classes = tuple(classifier.labels)
+    rule = labelling(classifier, options)
     crops = options.crops
     planes = options.planes(classifier.device.type)
     pending: dict[str, _Pending] = {}
@@ -112,7 +114,7 @@ def _tag(
         kept = [i for i, span in enumerate(video.spans) if span is not None]
         views = np.concatenate([video.probs[i * crops : (i + 1) * crops] for i in kept])
         spans = [video.spans[i] for i in kept]
-        return video_result(video.info, spans, views, classes, options, classifier.id)  # type: ignore[arg-type]
+        return video_result(video.info, spans, views, classes, rule, options.timeline, classifier.id)  # type: ignore[arg-type]
 
     def stopping() -> bool:
         return stop is not None and stop.is_set()
@@ -180,6 +182,11 @@ def _tag(
         yield from run_batch(batch_size)
 
 
+def labelling(classifier: Classifier, options: TagOptions) -> Labelling:
+    """The rule that makes tags from ``classifier``'s scores with ``options``."""
+    return Labelling.of(options, classifier.calibration, classifier.multi_label)
+
+
 class LocalEngine:
     """``tag`` as an :class:`~tagger.engines.Engine`: one classifier, one decoder, many calls."""
 
@@ -197,6 +204,10 @@ class LocalEngine:
     @property
     def model(self) -> str:
         return self.classifier.id
+
+    @property
+    def labelling(self) -> Labelling:
+        return labelling(self.classifier, self.options)
 
     def tag(self, paths: Iterable[str | Quiet], stop: threading.Event | None = None) -> Iterator[VideoResult]:
         return tag(paths, self.classifier, self.options, stop=stop, decoder=self.decoder)

@@ -31,6 +31,7 @@ from tagger.clips.crops import views
 from tagger.clips.decode import DecodeJob, make_job, parts
 from tagger.clips.transport import Decoded
 from tagger.engines.aggregate import video_result
+from tagger.labels import Labelling
 from tagger.options import TagOptions
 from tagger.records import InputError, Quiet, TaggerError, VideoInfo, VideoResult
 
@@ -240,6 +241,7 @@ class RayEngine:
         spec = load_spec(model)
         self.spec = spec
         self._model = f"{spec.ref.name}@{fingerprint(spec.ref, spec.config)}"
+        self._labelling = Labelling.of(self.options, spec.calibration, spec.multi_label)
         self._actor_args = {
             "model": spec.ref.source,
             "device": device,
@@ -253,6 +255,10 @@ class RayEngine:
     @property
     def model(self) -> str:
         return self._model
+
+    @property
+    def labelling(self) -> Labelling:
+        return self._labelling
 
     def _check_fits(self) -> None:
         """Refuse a job the cluster can never schedule (Ray would wait for it without a word):
@@ -344,7 +350,9 @@ class RayEngine:
         clips = sorted(video.spans)
         view_probs = np.stack([video.probs[slot] for slot in sorted(video.probs)])
         spans = [video.spans[c] for c in clips]
-        return video_result(video.info, spans, view_probs, classes, self.options, self._model)
+        return video_result(
+            video.info, spans, view_probs, classes, self._labelling, self.options.timeline, self._model
+        )
 
     def __enter__(self) -> RayEngine:
         return self

@@ -27,6 +27,7 @@ from tagger.sinks.tables import (
 )
 
 if TYPE_CHECKING:
+    from tagger.labels import Labelling
     from tagger.options import TimelineOptions
 
 #: The sidecar kinds, by name, and the class writing each (imported only when asked for:
@@ -94,13 +95,21 @@ def sidecars(names: Sequence[str]) -> list[Sink]:
 class Outputs:
     """The sinks each result goes to as it is decided: the one emit of the scan and the daemon.
 
-    With ``timeline`` options, a result that has a timeline but no segments yet (one read back
-    from the state store) gets them made from its clip scores before it is sent.
+    With ``labelling`` (``tagger.labels``), each result's tags and segments are made by it from
+    the result's clip scores before it is sent, so one read back from the state store is told
+    as the run's options say. Without it, a result that has a timeline but no segments yet gets
+    them made with the ``timeline`` options.
     """
 
-    def __init__(self, sinks: Sequence[Sink] = (), timeline: TimelineOptions | None = None) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[Sink] = (),
+        timeline: TimelineOptions | None = None,
+        labelling: Labelling | None = None,
+    ) -> None:
         self.sinks = list(sinks)
         self.timeline = timeline
+        self.labelling = labelling
 
     def emit(self, result: VideoResult, skipped: bool = False) -> list[str]:
         """Send ``result`` to every sink; returns why it is missing from some (one per sink).
@@ -110,7 +119,9 @@ class Outputs:
         an output that is not per video, is raised: every later write would fail the same way.
         ``skipped``: a result from the state store; sinks that have it already are left alone.
         """
-        if self.timeline is not None and result.timeline and not result.segments:
+        if self.labelling is not None:
+            result = self.labelling.apply(result, self.timeline)
+        elif self.timeline is not None and result.timeline and not result.segments:
             from tagger.segments import with_timeline
 
             result = with_timeline(result, self.timeline)

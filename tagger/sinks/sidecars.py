@@ -31,11 +31,14 @@ def keywords(result: VideoResult) -> tuple[str, ...]:
     """What the media sidecars (XMP, NFO) tag a video with: what a user would say is in it.
 
     The video's best label, its other labels scoring at least ``KEYWORD_MIN_SCORE``, and the
-    label of every timeline segment; each once, best first. None for a video that failed.
+    label of every timeline segment; each once, best first. None for a video that failed, and
+    only the segments' labels for one tagged unknown.
     """
     if not result.ok:
         return ()
-    video = [t.label for i, t in enumerate(result.tags) if i == 0 or t.score >= KEYWORD_MIN_SCORE]
+    # An unknown video's labels (kept with --keep-unsure) are guesses, not what is in it.
+    tags = () if result.unsure else result.tags
+    video = [t.label for i, t in enumerate(tags) if i == 0 or t.score >= KEYWORD_MIN_SCORE]
     return tuple(dict.fromkeys([*video, *result.segment_labels()]))
 
 
@@ -68,6 +71,8 @@ def render_sidecar(result: VideoResult, extra: dict[str, Any] | None = None) -> 
     """The JSON sidecar's text for ``result`` (``extra``: more keys, e.g. the version)."""
     doc: dict[str, Any] = {"generator": _GENERATOR, **result.row()}
     doc["tags"] = [{"label": t.label, "score": round(t.score, 6)} for t in result.tags]
+    if result.unsure:
+        doc["unsure"] = True
     if result.timeline:
         doc["segments"] = [
             {k: v for k, v in s.row(result.path, result.model).items() if k not in ("path", "model")}

@@ -34,11 +34,10 @@ from typing import ClassVar
 from lxml import etree
 
 from tagger import __version__
-from tagger.records import VideoResult
+from tagger.records import LABEL_SEP, VideoResult
 from tagger.sinks import xmlfiles
 from tagger.sinks.sidecars import keywords
 from tagger.sinks.xmlfiles import ForeignSidecarError, MergedSidecar, XmlDoc
-from tagger.training.datasets import LABEL_SEP
 
 #: vidtag's namespace. A name, not a web page: the ``.invalid`` domain (RFC 2606) can never
 #: belong to anyone, so no other software's properties can share it. Never change it: files

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tagger.fsutil import atomic_open
-from tagger.records import TaggerError
+from tagger.records import LABEL_SEP, TaggerError
 from tagger.sources.discover import discover
 
 __all__ = [
@@ -37,8 +37,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-#: Between the folder names of a nested class, on every OS: ``Sports/Basketball``.
-LABEL_SEP = "/"
 #: Separates labels in our CSV rows, so no class may hold it.
 _FORBIDDEN = "|"
 

@@ -37,6 +37,60 @@ class ClassMetrics:
     support: int
 
 
+@dataclass(frozen=True)
+class ThresholdMetrics:
+    """Precision and recall of one class when only labels reaching its threshold are kept."""
+
+    label: str
+    threshold: float
+    precision: float
+    recall: float
+    support: int
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Confidence against accuracy, in equal-width bins of the best class's probability."""
+
+    edges: tuple[float, ...]
+    confidence: tuple[float, ...]
+    accuracy: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    @property
+    def error(self) -> float:
+        """Expected calibration error: the count-weighted gap between confidence and accuracy."""
+        total = sum(self.counts)
+        if not total:
+            return 0.0
+        gaps = [n * abs(c - a) for c, a, n in zip(self.confidence, self.accuracy, self.counts, strict=True)]
+        return sum(gaps) / total
+
+
+@dataclass(frozen=True)
+class CalibratedReport:
+    """How the calibrated thresholds do on a labelled set: per class, the unknown share, and
+    the reliability of the (temperature-scaled) probabilities."""
+
+    per_class: tuple[ThresholdMetrics, ...]
+    unknown_share: float
+    reliability: Reliability
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.reliability
+        return {
+            "unknown_share": self.unknown_share,
+            "per_class": [vars(m) for m in self.per_class],
+            "reliability": {
+                "edges": list(r.edges),
+                "confidence": list(r.confidence),
+                "accuracy": list(r.accuracy),
+                "counts": list(r.counts),
+                "expected_calibration_error": r.error,
+            },
+        }
+
+
 # eq=False: a generated __eq__ would compare the confusion arrays elementwise and fail.
 @dataclass(frozen=True, eq=False)
 class Report:
@@ -47,6 +101,8 @@ class Report:
     per_class: tuple[ClassMetrics, ...]
     confusion: np.ndarray
     count: int
+    #: With a calibrated model: how its thresholds do on the same videos.
+    calibrated: CalibratedReport | None = None
 
     @property
     def macro(self) -> dict[str, float]:
@@ -76,6 +132,7 @@ class Report:
                 for m in self.per_class
             ],
             "confusion": [[int(v) for v in row] for row in self.confusion],
+            **({"calibrated": self.calibrated.to_dict()} if self.calibrated else {}),
         }
 
 
@@ -171,7 +228,87 @@ def format_report(report: Report) -> str:
             str(report.count),
         )
     )
+    if report.calibrated is not None:
+        lines += ["", *_format_calibrated(report.calibrated, label_w)]
     return "\n".join(lines)
+
+
+def _format_calibrated(calibrated: CalibratedReport, label_w: int) -> list[str]:
+    num_w = len("threshold")
+    lines = [
+        f"at the calibrated thresholds: {calibrated.unknown_share:.1%} of videos tagged unknown;"
+        f" expected calibration error {calibrated.reliability.error:.3f}",
+        f"{'label':<{label_w}}  {'threshold':>{num_w}}  {'precision':>{num_w}}  {'recall':>{num_w}}",
+    ]
+    for m in calibrated.per_class:
+        figures = (f"{x:>{num_w}.3f}" for x in (m.threshold, m.precision, m.recall))
+        lines.append(f"{m.label:<{label_w}}  " + "  ".join(figures))
+    return lines
+
+
+def calibrated_report(
+    probs: np.ndarray, y_true: Sequence[int], labelling: Any, labels: Sequence[str], bins: int = 10
+) -> CalibratedReport:
+    """Score ``labelling``'s decisions (``tagger.labels.Labelling``, calibrated) on videos'
+    model probabilities ``probs`` (videos x classes) against their true class indices."""
+    true = np.asarray(y_true, dtype=int)
+    _, scores, thresholds = labelling.columns(labels, probs)
+    decided = [labelling.tags(labels, p) for p in probs]
+    label_of = [tags[0].label if tags and not unsure else None for tags, unsure in decided]
+    per_class = []
+    for c, name in enumerate(labels):
+        kept = np.array([label == name for label in label_of])
+        positive = true == c
+        hits = int((kept & positive).sum())
+        per_class.append(
+            ThresholdMetrics(
+                label=name,
+                threshold=float(thresholds[c]) if thresholds is not None else 0.0,
+                precision=hits / int(kept.sum()) if kept.any() else 0.0,
+                recall=hits / int(positive.sum()) if positive.any() else 0.0,
+                support=int(positive.sum()),
+            )
+        )
+    unknown = sum(label is None for label in label_of) / len(label_of) if label_of else 0.0
+    confidence = scores.max(axis=1)
+    correct = scores.argmax(axis=1) == true
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    mean_conf = np.bincount(which, weights=confidence, minlength=bins) / np.maximum(counts, 1)
+    mean_acc = np.bincount(which, weights=correct.astype(float), minlength=bins) / np.maximum(counts, 1)
+    reliability = Reliability(
+        edges=tuple(float(e) for e in edges),
+        confidence=tuple(float(c) for c in mean_conf),
+        accuracy=tuple(float(a) for a in mean_acc),
+        counts=tuple(int(n) for n in counts),
+    )
+    return CalibratedReport(tuple(per_class), unknown, reliability)
+
+
+def _reliability_figure(reliability: Reliability) -> Figure:
+    """Accuracy against confidence per bin, with the diagonal a calibrated model follows."""
+    fig = _new_figure(5.0, 5.0)
+    ax = fig.add_subplot()
+    edges = np.array(reliability.edges)
+    width = float(np.diff(edges).mean())
+    filled = [i for i, n in enumerate(reliability.counts) if n]
+    ax.bar(
+        edges[:-1][filled],
+        [reliability.accuracy[i] for i in filled],
+        width=width,
+        align="edge",
+        edgecolor="black",
+        label="accuracy",
+    )
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (best class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability — ECE {reliability.error:.3f} (n={sum(reliability.counts)})")
+    ax.legend(loc="upper left")
+    return fig
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -317,6 +454,10 @@ def write_report(
     _write_confusion_csv(report, confusion_csv_path)
     _save_png(_confusion_figure(report), confusion_png_path)
     written = [json_path, per_class_path, confusion_csv_path, confusion_png_path]
+    if report.calibrated is not None:
+        reliability_path = out / f"{prefix}_reliability.png"
+        _save_png(_reliability_figure(report.calibrated.reliability), reliability_path)
+        written.append(reliability_path)
 
     if log_history is not None:
         x_key, series = _curve_points(log_history)

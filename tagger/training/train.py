@@ -51,6 +51,9 @@ class FinetuneSettings:
     seed: int = 0
     resume: bool = False
     push_to_hub: bool = False
+    #: Thresholds are calibrated on val for this precision after training (``calibrate``).
+    target_precision: float = 0.9
+    temperature: bool = True
 
 
 def small_config(labels: Sequence[str]) -> Any:
@@ -291,7 +294,9 @@ def _save_and_report(
     """Save the best epoch with what tagging needs to cut the same clips, then report on test/."""
     from transformers import AutoModelForVideoClassification
 
+    from tagger.classify import load_classifier
     from tagger.training import report as reporting
+    from tagger.training.calibrate import calibrate_classifier
     from tagger.training.evaluate import evaluate
 
     out = Path(settings.out)
@@ -317,7 +322,17 @@ def _save_and_report(
     with atomic_open(out / CLIP_PLAN_FILE) as f:
         json.dump(plan, f, indent=2)
 
-    # 4. Report on the test split, the way `vidtag scan` sees the videos.
+    # 4. Thresholds per class, picked on val for the target precision.
+    calibrated = calibrate_classifier(
+        load_classifier(str(out)),
+        data.splits["val"],
+        out,
+        settings.target_precision,
+        settings.temperature,
+    )
+    log.warning("thresholds:\n%s", calibrated.format())
+
+    # 5. Report on the test split, the way `vidtag scan` sees the videos.
     if "test" in data.splits:
         result = evaluate(data.splits["test"], str(out))
         reporting.write_report(result, out, prefix="test", log_history=state.log_history)
