@@ -11,8 +11,8 @@ import pytest
 from tagger.clips import pool
 from tagger.clips.decode import DecodeJob, make_job, run_job
 from tagger.clips.pool import DecodePool, InlineDecoder, default_workers
-from tagger.labels import Labelling
 from tagger.engines.local import tag
+from tagger.labels import Labelling
 from tagger.options import TagOptions
 from tagger.records import DecodeError
 

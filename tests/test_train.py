@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,9 +130,23 @@ def test_training_learns_and_saves_a_usable_model(trained, synth_data):
     report = json.loads((trained / "test_report.json").read_text())
     # Two classes: chance is 0.5, a broken pipeline (shuffled labels, wrong frames) stays near it.
     assert report["accuracy"] >= 0.9
-    for name in ("test_per_class.csv", "test_confusion.csv", "test_confusion.png", "training_curve.png"):
+    for name in (
+        "test_per_class.csv",
+        "test_confusion.csv",
+        "test_confusion.png",
+        "test_reliability.png",
+        "training_curve.png",
+    ):
         assert (trained / name).is_file()
     plan = json.loads((trained / "vidtag.json").read_text())
+    # Thresholds calibrated on val, and the test report at them.
+    calibration = plan["calibration"]
+    assert set(calibration["thresholds"]) == set(TWO_CLASSES) and calibration["target_precision"] == 0.9
+    assert calibration["validation"]["videos"] == 6
+    at_thresholds = report["calibrated"]
+    assert 0 <= at_thresholds["unknown_share"] <= 1
+    assert {m["label"] for m in at_thresholds["per_class"]} == set(TWO_CLASSES)
+    assert sum(at_thresholds["reliability"]["counts"]) == report["count"]
     assert plan["frame_stride"] == 4
     assert plan["classes"] == list(TWO_CLASSES)
     assert plan["data_fingerprint"] == datasets.fingerprint(datasets.load_dataset(synth_data))
@@ -260,3 +275,37 @@ def test_unreachable_base_model_is_a_clear_error(synth_data, tmp_path):
     assert result.exit_code == 2
     assert "some-org/not-cached" in result.output and "--model DIR" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed (CI installs it)")
+def test_a_nested_dataset_trains_into_hierarchical_labels_that_reach_xmp(tmp_path):
+    from tests.test_xmp import exiftool
+
+    flat = make_dataset(tmp_path / "flat", per_split={"train": 8, "val": 3, "test": 2}, classes=TWO_CLASSES)
+    data = tmp_path / "nested"
+    for split in ("train", "val", "test"):
+        for name in TWO_CLASSES:
+            shutil.copytree(flat / split / name, data / split / "Moves" / name)
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        cli,
+        ["finetune", str(data), "--out", str(out), "--init", "small", "--epochs", "8", "--lr", "2e-3"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    labels = {f"Moves/{name}" for name in TWO_CLASSES}
+    assert set(json.loads((out / "config.json").read_text())["id2label"].values()) == labels
+    videos = tmp_path / "videos"
+    shutil.copytree(data / "test" / "Moves" / "RedUp", videos)
+    args = ["scan", str(videos), "-m", str(out), "--sidecar", "xmp", "--threshold", "0", "--top-k", "1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    sidecars = sorted(videos.glob("*.xmp"))
+    assert sidecars
+    for sidecar in sidecars:
+        tags = exiftool(sidecar)
+        hierarchy = tags["XMP-lr:HierarchicalSubject"]
+        hierarchy = hierarchy if isinstance(hierarchy, list) else [hierarchy]
+        assert len(hierarchy) == 1 and hierarchy[0].startswith("vidtag|Moves|")
+        assert hierarchy[0].removeprefix("vidtag|").replace("|", "/") in labels
+        assert "Moves" in tags["XMP-dc:Subject"]

@@ -143,10 +143,13 @@ def pick_threshold(
         if f1 > best_f1[0]:
             best_f1 = (f1, k, precision, recall)
     k, precision, recall = chosen if chosen is not None else best_f1[1:]  # type: ignore[assignment]
-    # Halfway to the next score below, which the threshold must leave out: a new video scoring
-    # a little under the lowest one kept is as likely right as that one was.
-    low = candidates[k + 1] if k + 1 < len(candidates) else candidates[k]
-    threshold = float(candidates[k] + low) / 2
+    # Halfway down to the best score the threshold must leave out: the next candidate, or a
+    # video of another class (its score for this one). A new video a little under the lowest
+    # one kept is as likely right as that one was.
+    below = scores < candidates[k]
+    shut_out = scores[below & (predicted | ~positive)]
+    low = float(shut_out.max()) if len(shut_out) else 0.0
+    threshold = (float(candidates[k]) + low) / 2
     return threshold, precision, recall, chosen is not None
 
 
