@@ -40,6 +40,8 @@ class Calibration:
     #: Probabilities are ``softmax(log p / T)`` (sigmoid of logit / T for multi-label) first.
     temperature: float = 1.0
     target_precision: float = 0.9
+    #: Classes whose threshold is their F1-best one: the target precision was out of reach.
+    fallback: tuple[str, ...] = ()
 
     @classmethod
     def from_plan(cls, plan: Mapping[str, Any], classes: Sequence[str]) -> Calibration | None:
@@ -56,10 +58,12 @@ class Calibration:
                 "the model's vidtag.json has thresholds for other classes than the model's "
                 f"({', '.join(map(repr, (missing or extra)[:3]))}): run vidtag calibrate again"
             )
+        figures = (found.get("validation") or {}).get("per_class") or {}
         return cls(
             thresholds=tuple(float(thresholds[c]) for c in classes),
             temperature=float(found.get("temperature", 1.0)),
             target_precision=float(found.get("target_precision", 0.9)),
+            fallback=tuple(c for c in classes if not (figures.get(c) or {}).get("target_reached", True)),
         )
 
 

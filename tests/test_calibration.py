@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from tagger.cli import cli
 from tagger.labels import Labelling, load_label_map
 from tagger.records import InputError
-from tagger.training.calibrate import calibrate, fit_temperature, pick_threshold, store
+from tagger.training.calibrate import SCORE_NOISE, calibrate, fit_temperature, pick_threshold, store
 from tests.conftest import scan_rows, write_video
 
 CLASSES = ("red", "green", "blue")
@@ -36,7 +36,7 @@ def test_the_threshold_keeps_the_target_precision_with_the_most_recall():
     positive = np.array([True, True, False, True, False])
     threshold, precision, recall, reached = pick_threshold(scores, predicted, positive, 0.9)
     assert reached and precision == 1.0 and recall == pytest.approx(2 / 3)
-    assert 0.7 < threshold <= 0.8  # between the last one kept and the wrong one
+    assert threshold == pytest.approx(0.8 - SCORE_NOISE)  # just under the last one kept: not 0.7
     # Out of reach (the best-scored video is wrong): the F1-best threshold, flagged.
     scores = np.array([0.95, 0.9, 0.8])
     threshold, precision, recall, reached = pick_threshold(
@@ -256,3 +256,32 @@ def test_bad_label_maps_are_usage_errors(tiny_model, library, tmp_path):
         assert message in result.output, (name, result.output)
     with pytest.raises(InputError):
         load_label_map(tmp_path / "missing.toml", CLASSES)
+
+
+def test_a_class_out_of_reach_is_said_so_in_the_report():
+    from tagger.training.report import calibrated_report, evaluate_predictions, format_report
+
+    # Class 2's best-scored video is wrong, and half the rest too: precision 0.9 is out of reach.
+    probs = np.array(
+        [
+            [0.9, 0.05, 0.05],
+            [0.8, 0.1, 0.1],
+            [0.05, 0.9, 0.05],
+            [0.1, 0.8, 0.1],
+            [0.1, 0.1, 0.8],
+            [0.1, 0.1, 0.7],
+            [0.1, 0.2, 0.7],
+            [0.2, 0.1, 0.7],
+        ]
+    )
+    truth = [0, 0, 1, 1, 0, 2, 1, 2]
+    result = calibrate(probs, truth, CLASSES, temperature=False)
+    assert [c.reached for c in result.classes] == [True, True, False]
+    assert result.calibration.fallback == ("blue",)
+    assert "target out of reach" in result.format()
+    rule = Labelling(top_k=1, calibration=result.calibration)
+    report = evaluate_predictions(truth, [int(i) for i in probs.argmax(axis=1)], CLASSES)
+    from dataclasses import replace
+
+    text = format_report(replace(report, calibrated=calibrated_report(probs, truth, rule, CLASSES)))
+    assert text.count("out of reach") == 1 and "blue" in text.splitlines()[-1]

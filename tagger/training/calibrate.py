@@ -5,7 +5,8 @@ The rule they serve is ``tagger.labels.Labelling``'s: a video's label is its bes
 that class's score reaches the class's threshold, and the video is unknown otherwise. So the
 precision of class ``c`` at threshold ``t`` is measured over the videos whose best class is
 ``c`` and whose score for it reaches ``t``; the lowest such ``t`` that keeps the precision at
-the target is taken (the most recall for that precision). A class that cannot reach the target
+the target is taken (the most recall for that precision), just under the score of the last
+video it keeps. A class that cannot reach the target
 on the validation set gets the threshold of its best F1 instead, and the report says so.
 """
 
@@ -29,6 +30,9 @@ from tagger.records import InputError, TaggerError
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_PRECISION = 0.9
+#: How far scores of one video move between runtimes and precisions (int8 against fp32: up
+#: to 8e-3): a threshold at a validation score exactly would turn that video away elsewhere.
+SCORE_NOISE = 0.01
 #: A class with no validation video keeps this threshold (nothing to measure it on).
 UNMEASURED_THRESHOLD = 0.5
 
@@ -59,6 +63,7 @@ class CalibrationResult:
             thresholds=tuple(c.threshold for c in self.classes),
             temperature=self.temperature,
             target_precision=self.target_precision,
+            fallback=tuple(c.label for c in self.classes if not c.reached),
         )
 
     def to_plan(self) -> dict[str, Any]:
@@ -143,14 +148,15 @@ def pick_threshold(
         if f1 > best_f1[0]:
             best_f1 = (f1, k, precision, recall)
     k, precision, recall = chosen if chosen is not None else best_f1[1:]  # type: ignore[assignment]
-    # Halfway down to the best score the threshold must leave out: the next candidate, or a
-    # video of another class (its score for this one). A new video a little under the lowest
-    # one kept is as likely right as that one was.
-    below = scores < candidates[k]
+    # Just under the lowest score kept, not far below it: any lower threshold does as well on
+    # the validation videos, but takes in more of what they do not show (classes the model was
+    # never taught), which is what an unknown tag is for. Never down past halfway to the best
+    # score it must leave out: the next candidate, or a video of another class.
+    kept = float(candidates[k])
+    below = scores < kept
     shut_out = scores[below & (predicted | ~positive)]
     low = float(shut_out.max()) if len(shut_out) else 0.0
-    threshold = (float(candidates[k]) + low) / 2
-    return threshold, precision, recall, chosen is not None
+    return max(kept - SCORE_NOISE, (kept + low) / 2), precision, recall, chosen is not None
 
 
 def calibrate(

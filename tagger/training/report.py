@@ -46,6 +46,8 @@ class ThresholdMetrics:
     precision: float
     recall: float
     support: int
+    #: False: calibration could not reach its target precision on val (the F1-best threshold).
+    target_reached: bool = True
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,8 @@ def _format_calibrated(calibrated: CalibratedReport, label_w: int) -> list[str]:
     ]
     for m in calibrated.per_class:
         figures = (f"{x:>{num_w}.3f}" for x in (m.threshold, m.precision, m.recall))
-        lines.append(f"{m.label:<{label_w}}  " + "  ".join(figures))
+        note = "" if m.target_reached else "  (best F1: the target precision was out of reach on val)"
+        lines.append(f"{m.label:<{label_w}}  " + "  ".join(figures) + note)
     return lines
 
 
@@ -267,6 +270,7 @@ def calibrated_report(
                 precision=hits / int(kept.sum()) if kept.any() else 0.0,
                 recall=hits / int(positive.sum()) if positive.any() else 0.0,
                 support=int(positive.sum()),
+                target_reached=name not in labelling.calibration.fallback,
             )
         )
     unknown = sum(label is None for label in label_of) / len(label_of) if label_of else 0.0
