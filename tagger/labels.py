@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tagger.names import display
-from tagger.options import TagOptions, TimelineOptions
+from tagger.options import TARGET_PRECISION, TagOptions, TimelineOptions
 from tagger.records import InputError, Segment, Tag, VideoResult
 from tagger.segments import segments
 
@@ -39,7 +39,7 @@ class Calibration:
     thresholds: tuple[float, ...]
     #: Probabilities are ``softmax(log p / T)`` (sigmoid of logit / T for multi-label) first.
     temperature: float = 1.0
-    target_precision: float = 0.9
+    target_precision: float = TARGET_PRECISION
     #: Classes whose threshold is their F1-best one: the target precision was out of reach.
     fallback: tuple[str, ...] = ()
 
@@ -62,7 +62,7 @@ class Calibration:
         return cls(
             thresholds=tuple(float(thresholds[c]) for c in classes),
             temperature=float(found.get("temperature", 1.0)),
-            target_precision=float(found.get("target_precision", 0.9)),
+            target_precision=float(found.get("target_precision", TARGET_PRECISION)),
             fallback=tuple(c for c in classes if not (figures.get(c) or {}).get("target_reached", True)),
         )
 
@@ -171,6 +171,8 @@ class Labelling:
             target = self.label_map.target(label)
             if target is not None:
                 groups.setdefault(target, []).append(i)
+        if not groups:  # every label hidden
+            return [], probs[..., :0], None
         merge = np.max if self.multi_label else np.sum
         merged = np.stack([merge(probs[..., members], axis=-1) for members in groups.values()], axis=-1)
         # A merged label is kept when its score reaches the lowest of its members' thresholds:

@@ -20,6 +20,8 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
 #: or OpenVINO on the CPU (the ``vidtag[onnx]`` and ``vidtag[openvino]`` extras). auto: on a
 #: CPU the first installed of openvino, onnx; torch on a GPU.
 RUNTIMES: tuple[str, ...] = ("torch", "onnx", "openvino", "auto")
+#: The precision each class's threshold is picked for on labelled videos (``vidtag calibrate``).
+TARGET_PRECISION = 0.9
 #: Seconds allowed to decode one file; a file over it is an error row.
 DECODE_TIMEOUT_S = 120.0
 #: 8K (7680x4320) and a little more: larger frames are refused before decoding.

@@ -240,6 +240,19 @@ def test_a_new_label_map_relabels_stored_results_without_the_model(tiny_model, l
     assert rows["red"]["label"] == "Rot" and rows["red"]["model"].endswith(f";labels={names.digest}")
 
 
+def test_a_map_that_hides_every_label_tags_nothing():
+    everything = load_label_map_from_text('"red" = false\n"green" = false\n"blue" = false\n')
+    rule = Labelling(top_k=3, label_map=everything)
+    assert rule.tags(CLASSES, np.array([0.7, 0.2, 0.1])) == ((), False)
+
+
+def load_label_map_from_text(body: str):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return load_label_map(write_map(Path(folder) / "map.toml", body), CLASSES)
+
+
 def test_bad_label_maps_are_usage_errors(tiny_model, library, tmp_path):
     cases = {
         "unknown.toml": ('[labels]\n"purple" = "x"\n', "has no label 'purple'"),

@@ -18,6 +18,7 @@ from tagger.cli.params import (
     EXIT_FAILED,
     EXIT_OK,
     append_path,
+    calibration_options,
     clip_options,
     daemon_options,
     engine_options,
@@ -274,19 +275,7 @@ def preview(
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed for the split, sampling and weights."
 )
-@click.option(
-    "--target-precision",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.9,
-    show_default=True,
-    help="After training, each class's threshold is picked on val/ for this precision (vidtag calibrate).",
-)
-@click.option(
-    "--temperature/--no-temperature",
-    default=True,
-    show_default=True,
-    help="Temperature-scale the model's confidence on val/ before picking the thresholds.",
-)
+@calibration_options
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT/checkpoints.")
 @click.option("--push-to-hub", is_flag=True, help="Upload the model to the Hugging Face hub as OUT's name.")
 @click.option("--check-only", is_flag=True, help="Check the dataset, report, and stop.")
@@ -386,19 +375,7 @@ def evaluate(
 @cli.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
 @inference_options
-@click.option(
-    "--target-precision",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.9,
-    show_default=True,
-    help="Precision each class's threshold aims for on the labelled videos.",
-)
-@click.option(
-    "--temperature/--no-temperature",
-    default=True,
-    show_default=True,
-    help="Scale the model's confidence to fit the labelled videos first (temperature scaling).",
-)
+@calibration_options
 @click.option(
     "--clips",
     type=click.IntRange(1, 64),

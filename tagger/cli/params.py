@@ -132,6 +132,23 @@ def inference_options(f: F) -> F:
     return model_option(f)
 
 
+def calibration_options(f: F) -> F:
+    """How thresholds are picked on labelled videos: ``vidtag calibrate``, and finetune on val/."""
+    f = click.option(
+        "--temperature/--no-temperature",
+        default=True,
+        show_default=True,
+        help="Temperature-scale the model's confidence to fit the labelled videos first.",
+    )(f)
+    return click.option(
+        "--target-precision",
+        type=click.FloatRange(0, 1, min_open=True),
+        default=defaults.TARGET_PRECISION,
+        show_default=True,
+        help="Pick each class's threshold for this precision on the labelled videos (val/ in finetune).",
+    )(f)
+
+
 def clip_options(f: F) -> F:
     f = click.option(
         "--max-duration",

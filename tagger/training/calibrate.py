@@ -25,11 +25,11 @@ import numpy as np
 from tagger.fsutil import atomic_open
 from tagger.labels import CALIBRATION_KEY, Calibration, temper
 from tagger.models import CLIP_PLAN_FILE
+from tagger.options import TARGET_PRECISION
 from tagger.records import InputError, TaggerError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGET_PRECISION = 0.9
 #: How far scores of one video move between runtimes and precisions (int8 against fp32: up
 #: to 8e-3): a threshold at a validation score exactly would turn that video away elsewhere.
 SCORE_NOISE = 0.01
@@ -163,7 +163,7 @@ def calibrate(
     probs: np.ndarray,
     truth: Sequence[int],
     classes: Sequence[str],
-    target_precision: float = DEFAULT_TARGET_PRECISION,
+    target_precision: float = TARGET_PRECISION,
     temperature: bool = True,
     multi_label: bool = False,
 ) -> CalibrationResult:
@@ -206,7 +206,7 @@ def store(model_dir: str | Path, result: CalibrationResult) -> Path:
 def calibrate_model(
     data_dir: str,
     model: str,
-    target_precision: float = DEFAULT_TARGET_PRECISION,
+    target_precision: float = TARGET_PRECISION,
     temperature: bool = True,
     device: str = "auto",
     precision: str = "auto",
@@ -238,7 +238,7 @@ def calibrate_classifier(
     classifier: Any,
     videos: Sequence[Any],
     model_dir: str | Path,
-    target_precision: float = DEFAULT_TARGET_PRECISION,
+    target_precision: float = TARGET_PRECISION,
     temperature: bool = True,
     clips: int | None = 1,
     batch_size: int | None = None,

@@ -20,7 +20,7 @@ from tagger.clips import sampling
 from tagger.clips.decode import DecodeJob, make_job, run_job
 from tagger.fsutil import atomic_open
 from tagger.models import CLIP_PLAN_FILE, load_spec, model_load_error
-from tagger.options import TagOptions
+from tagger.options import TARGET_PRECISION, TagOptions
 from tagger.records import TaggerError
 from tagger.training import checks, datasets
 from tagger.transforms import Preprocessing, to_model_input
@@ -52,7 +52,7 @@ class FinetuneSettings:
     resume: bool = False
     push_to_hub: bool = False
     #: Thresholds are calibrated on val for this precision after training (``calibrate``).
-    target_precision: float = 0.9
+    target_precision: float = TARGET_PRECISION
     temperature: bool = True
 
 
