@@ -45,3 +45,37 @@ def test_cuda_tagging_end_to_end(tiny_model, video_factory):
     paths = [str(video_factory([color] * 60)) for color in ("red", "green", "blue")]
     results = {r.path: r for r in tag(paths, gpu, TagOptions(workers=2, top_k=1))}
     assert [results[p].tags[0].label for p in paths] == ["red", "green", "blue"]
+
+
+def test_cuda_turns_planes_into_the_pixels_the_cpu_does(tmp_path):
+    from tagger.transforms import planes_to_rgb
+    from tests.test_planes import STREAMS, both_ways, tagged_video
+
+    path = tagged_video(tmp_path / "bt709.mp4", *STREAMS["bt709-limited"])
+    _, plane_clips = both_ways(path)
+    clip = plane_clips[0]
+    frames = torch.from_numpy(np.array(clip.frames))
+    on_gpu = planes_to_rgb(frames.cuda(), clip.planes).cpu()
+    on_cpu = planes_to_rgb(frames, clip.planes)
+    assert (on_gpu.int() - on_cpu.int()).abs().max() <= 1
+
+
+def test_cuda_tagging_ships_planes_by_default(tiny_model, tmp_path, monkeypatch):
+    from tagger import classify
+    from tests.conftest import write_video
+
+    converted: list[int] = []
+    original = classify.planes_to_rgb
+
+    def spy(frames, planes):  # type: ignore[no-untyped-def]
+        converted.append(len(frames))
+        return original(frames, planes)
+
+    monkeypatch.setattr(classify, "planes_to_rgb", spy)
+    gpu = load_classifier(str(tiny_model), device="cuda")
+    paths = [
+        str(write_video(tmp_path / f"{c}.mp4", [c] * 60, size=(160, 96))) for c in ("red", "green", "blue")
+    ]
+    results = {r.path: r for r in tag(paths, gpu, TagOptions(workers=2, top_k=1))}
+    assert [results[p].tags[0].label for p in paths] == ["red", "green", "blue"]
+    assert sum(converted) == sum(r.clips for r in results.values())
