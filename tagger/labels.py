@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from tagger.models import CALIBRATION_KEY
 from tagger.names import display
 from tagger.options import TARGET_PRECISION, TagOptions, TimelineOptions
 from tagger.records import InputError, Segment, Tag, VideoResult
 from tagger.segments import segments
 
-#: Written in ``vidtag.json`` under this key by ``vidtag calibrate`` and ``finetune.py``.
-CALIBRATION_KEY = "calibration"
-#: Between the model and the label map's digest in the ``model`` column.
+#: Before the calibration's and the label map's digests in the ``model`` column.
+THRESHOLDS_MARK = ";thresholds="
 LABELS_MARK = ";labels="
 
 
@@ -42,6 +42,11 @@ class Calibration:
     target_precision: float = TARGET_PRECISION
     #: Classes whose threshold is their F1-best one: the target precision was out of reach.
     fallback: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        """Short hash of the thresholds and temperature, written with the model in each row."""
+        return hashlib.sha256(json.dumps([self.thresholds, self.temperature]).encode()).hexdigest()[:8]
 
     @classmethod
     def from_plan(cls, plan: Mapping[str, Any], classes: Sequence[str]) -> Calibration | None:
@@ -145,8 +150,13 @@ class Labelling:
         return self.threshold is None and self.calibration is not None
 
     def model(self, model: str) -> str:
-        """The ``model`` column: the model, and the label map that named its labels."""
-        model = model.split(LABELS_MARK, 1)[0]
+        """The ``model`` column: the model, then the calibration whose thresholds kept its
+        labels and the label map that named them, when there are."""
+        for mark in (THRESHOLDS_MARK, LABELS_MARK):
+            model = model.split(mark, 1)[0]
+        if self.calibrated:
+            assert self.calibration is not None
+            model += f"{THRESHOLDS_MARK}{self.calibration.digest}"
         return f"{model}{LABELS_MARK}{self.label_map.digest}" if self.label_map else model
 
     def columns(

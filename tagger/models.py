@@ -32,6 +32,8 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REGISTRY = Path(__file__).resolve().parent / "registry.toml"
 #: Written next to a fine-tuned model: how its training clips were cut.
 CLIP_PLAN_FILE = "vidtag.json"
+#: The thresholds of ``vidtag calibrate`` in that file (``tagger.labels.Calibration``).
+CALIBRATION_KEY = "calibration"
 
 
 def aliases() -> dict[str, str]:
@@ -193,16 +195,39 @@ def load_spec(model: str = DEFAULT_MODEL) -> ModelSpec:
 
 
 def fingerprint(ref: ModelRef, config: Any) -> str:
-    """Short hash that changes when the weights or labels change (keys the state store)."""
+    """Short hash that changes when the weights or labels change (keys the state store).
+
+    The calibration in ``vidtag.json`` is left out: thresholds change which labels a video's
+    stored scores give, not the scores, so calibrating needs no video tagged again.
+    """
     digest = hashlib.sha256()
     if ref.local:
         for name in sorted(os.listdir(ref.source)):
             if name.endswith((".json", ".safetensors")):
                 digest.update(name.encode())
-                with open(os.path.join(ref.source, name), "rb") as f:
+                path = os.path.join(ref.source, name)
+                if name == CLIP_PLAN_FILE:
+                    digest.update(_plan_bytes(path))
+                    continue
+                with open(path, "rb") as f:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         digest.update(block)
     else:
         digest.update(str(getattr(config, "_commit_hash", None) or ref.source).encode())
         digest.update(json.dumps(labels_of(config)).encode())
     return digest.hexdigest()[:12]
+
+
+def _plan_bytes(path: str) -> bytes:
+    """``vidtag.json`` as hashed: its bytes, or without its calibration when it has one (as
+    ``json.dump(..., indent=2)``, how vidtag writes it, so calibrating keeps the hash)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        plan = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(plan, dict) or CALIBRATION_KEY not in plan:
+        return data
+    rest = {k: v for k, v in plan.items() if k != CALIBRATION_KEY}
+    return json.dumps(rest, indent=2).encode()

@@ -298,3 +298,34 @@ def test_a_class_out_of_reach_is_said_so_in_the_report():
 
     text = format_report(replace(report, calibrated=calibrated_report(probs, truth, rule, CLASSES)))
     assert text.count("out of reach") == 1 and "blue" in text.splitlines()[-1]
+
+
+def test_calibrating_relabels_stored_results_without_the_model(tiny_model, library, tmp_path):
+    """Thresholds change which labels stored scores give, not the scores: after calibrating,
+    a scan tags nothing again, and its rows carry the thresholds that kept their labels."""
+    from tagger.models import fingerprint, load_spec
+    from tagger.scan import run
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    plan = model / "vidtag.json"
+    plan.write_text(json.dumps(json.loads(plan.read_text()), indent=2))  # as finetune writes it
+    before = fingerprint(load_spec(str(model)).ref, None)
+    out, state = tmp_path / "out.csv", tmp_path / "state.db"
+    kw = {"model": str(model), "device": "cpu", "precision": "fp32", "state": str(state)}
+    assert run([str(library)], str(out), **kw).tagged == 4
+    assert by_stem({r["path"]: r for r in csv.DictReader(out.open())})["white"]["label"] != ""
+    for colour in CLASSES:
+        (tmp_path / "data" / colour).mkdir(parents=True)
+        write_video(tmp_path / "data" / colour / "a.mp4", [colour] * 40)
+    result = CliRunner().invoke(
+        cli, ["calibrate", str(tmp_path / "data"), "-m", str(model), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    assert fingerprint(load_spec(str(model)).ref, None) == before
+    again = run([str(library)], str(out), **kw)
+    assert again.tagged == 0 and again.skipped == 4
+    rows = by_stem({r["path"]: r for r in csv.DictReader(out.open())})
+    assert rows["white"]["label"] == "" and rows["red"]["label"] == "red"
+    digest = load_spec(str(model)).calibration.digest  # type: ignore[union-attr]
+    assert rows["red"]["model"].endswith(f";thresholds={digest}")

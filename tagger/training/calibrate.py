@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from tagger.fsutil import atomic_open
-from tagger.labels import CALIBRATION_KEY, Calibration, temper
-from tagger.models import CLIP_PLAN_FILE
+from tagger.labels import Calibration, temper
+from tagger.models import CALIBRATION_KEY, CLIP_PLAN_FILE
 from tagger.options import TARGET_PRECISION
 from tagger.records import InputError, TaggerError
 
